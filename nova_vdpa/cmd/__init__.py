@@ -1,0 +1,1 @@
+"""Console scripts of nova-vdpa (status and inventory commands)."""

@@ -1,0 +1,48 @@
+"""Base class and helpers for functional tests.
+
+Functional tests run as root inside the test bed VM (tools/testbed.py),
+against the real kernel, libvirtd + QEMU and Open vSwitch. Outside the bed
+they fail: they never skip, so a bed that did not come up cannot pass.
+"""
+
+import json
+import os
+import subprocess
+
+import testtools
+
+
+def in_testbed() -> bool:
+    return os.environ.get('NOVA_VDPA_TESTBED') == '1'
+
+
+class BedTestCase(testtools.TestCase):
+    """A test that needs the real kernel and the bed's services."""
+
+    #: services (of tools/testbed.py --services) the test needs
+    services: tuple[str, ...] = ()
+
+    def setUp(self):
+        super().setUp()
+        if not in_testbed():
+            self.fail('functional tests run only inside the test bed '
+                      '(tox -e functional)')
+        running = os.environ.get('NOVA_VDPA_TESTBED_SERVICES', '').split(',')
+        missing = set(self.services) - set(running)
+        if missing:
+            self.fail('the bed was started without %s'
+                      % ', '.join(sorted(missing)))
+
+    def run_cmd(self, *argv: str, check: bool = True) -> str:
+        """Run a command in the guest and return its stdout."""
+        proc = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=120)
+        if check and proc.returncode:
+            self.fail('%s failed (%d): %s' % (' '.join(argv),
+                                              proc.returncode,
+                                              proc.stderr.strip()))
+        return proc.stdout
+
+    def vdpa_json(self, *args: str) -> dict:
+        """iproute2's ``vdpa -j``: the reference client's view."""
+        return json.loads(self.run_cmd('vdpa', '-j', *args) or '{}')

@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""The nova-vdpa test bed: a real Debian 6.12 kernel in a small QEMU VM.
+
+The bed boots Debian's 6.12 kernel with virtme-ng, the host filesystem
+shared read-only (the checkout and its tox virtualenvs included), and runs a
+command there as root with the vdpa, vhost_vdpa, virtio_vdpa, vdpa_sim_net,
+netdevsim and openvswitch modules loaded and, on request, libvirtd and Open
+vSwitch running (``tools/testbed-guest.sh`` does the guest side).
+
+Sub-commands::
+
+    testbed.py prepare              install and build everything (cached)
+    testbed.py run [opts] -- CMD    boot, run CMD as root inside, return its status
+    testbed.py test [opts] [PATH]   run functional tests in one guest Python
+                                    process; subunit lands in .test-results/
+    testbed.py info                 show what the bed would use
+
+Only the standard library is used, so this runs before any virtualenv
+exists. Downloads and builds are cached outside the checkout, in
+``$NOVA_VDPA_TESTBED_CACHE`` (default ``~/.cache/nova-vdpa-testbed``), so a
+fresh clone reuses them; per-run output goes to ``.testbed/`` (git-ignored).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+CACHE = pathlib.Path(os.environ.get(
+    'NOVA_VDPA_TESTBED_CACHE',
+    pathlib.Path.home() / '.cache' / 'nova-vdpa-testbed'))
+RUN_DIR = REPO / '.testbed'
+RESULTS_DIR = REPO / '.test-results'
+
+# Debian packages the bed needs on the host. The guest runs the host's own
+# binaries (libvirtd, qemu, ovs-vswitchd, vdpa), so they are installed here.
+HOST_PACKAGES = [
+    'qemu-system-x86', 'udev', 'kmod', 'busybox-static', 'iproute2',
+    'libvirt-daemon-system', 'libvirt-clients', 'libvirt-dev', 'pkg-config',
+    'openvswitch-switch', 'make', 'gcc', 'gcc-12', 'libc6-dev', 'xz-utils',
+    'bc', 'flex', 'bison',
+]
+VIRTME_NG = 'virtme-ng==1.42'
+KERNEL_SERIES = '6.12'
+FLAVOUR = 'amd64'
+# Modules Debian's 6.12 kernel does not ship; built out of tree from
+# linux-source. Each entry: build dir -> (source files, Kbuild text or
+# None to use the directory's own Makefile, extra make variables).
+OOT_MODULES = {
+    'vdpa_sim': (
+        ['drivers/vhost/vringh.c', 'drivers/vdpa/vdpa_sim/vdpa_sim.c',
+         'drivers/vdpa/vdpa_sim/vdpa_sim.h',
+         'drivers/vdpa/vdpa_sim/vdpa_sim_net.c'],
+        'obj-m := vringh.o vdpa_sim.o vdpa_sim_net.o\n', []),
+    'netdevsim': (
+        ['drivers/net/netdevsim/'], None, ['CONFIG_NETDEVSIM=m']),
+}
+# Drivers the guest loads, in this order. virtio_vdpa registers before
+# vhost_vdpa on purpose: a new device then autoprobes to the wrong driver,
+# which is the case nova-vdpa's deterministic binding must handle.
+GUEST_MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim_net',
+                 'netdevsim', 'openvswitch']
+BOOT_APPEND = ('modprobe.blacklist=ahci,libahci,iTCO_wdt,i2c_i801,lpc_ich,'
+               'pcspkr,psmouse')
+
+
+class BedError(Exception):
+    """The bed cannot be prepared or booted; the message says why."""
+
+
+def log(msg):
+    print(f'testbed: {msg}', file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kwargs):
+    """Run a host command, raising BedError with its output on failure."""
+    kwargs.setdefault('stdout', subprocess.PIPE)
+    kwargs.setdefault('stderr', subprocess.STDOUT)
+    proc = subprocess.run(cmd, text=True, **kwargs)
+    if proc.returncode != 0:
+        out = (proc.stdout or '').strip()[-3000:]
+        raise BedError(f'{shlex.join(map(str, cmd))} failed '
+                       f'({proc.returncode}):\n{out}')
+    return proc.stdout or ''
+
+
+# --------------------------------------------------------------- packages
+_apt_updated = False
+
+
+def apt_update():
+    global _apt_updated
+    if not _apt_updated:
+        log('apt-get update')
+        sh(['apt-get', 'update', '-q'])
+        _apt_updated = True
+
+
+def ensure_host_packages():
+    missing = []
+    for pkg in HOST_PACKAGES:
+        proc = subprocess.run(['dpkg-query', '-W', '-f=${Status}', pkg],
+                              capture_output=True, text=True)
+        if 'install ok installed' not in proc.stdout:
+            missing.append(pkg)
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise BedError('missing Debian packages %s; run as root (apt-get '
+                       'install) or install them first' % ' '.join(missing))
+    apt_update()
+    log('installing ' + ' '.join(missing))
+    sh(['apt-get', 'install', '-y', '-q', '--no-install-recommends']
+       + missing, env=dict(os.environ, DEBIAN_FRONTEND='noninteractive'))
+
+
+def vng_path():
+    return CACHE / 'venv' / 'bin' / 'vng'
+
+
+def ensure_virtme_ng():
+    if vng_path().exists():
+        return
+    log(f'installing {VIRTME_NG} into {CACHE / "venv"}')
+    sh([sys.executable, '-m', 'venv', '--clear', str(CACHE / 'venv')])
+    sh([str(CACHE / 'venv' / 'bin' / 'pip'), 'install', '--quiet',
+        VIRTME_NG])
+
+
+# ----------------------------------------------------------------- kernel
+def _madison(pkg):
+    proc = subprocess.run(['apt-cache', 'madison', pkg],
+                          capture_output=True, text=True)
+    return [line.split('|')[1].strip()
+            for line in proc.stdout.splitlines() if '|' in line]
+
+
+def kernel_packages(version):
+    """Debian package names for one 6.12 build, e.g. 6.12.117-1~deb12u1."""
+    abi = version.split('-')[0] + '+deb12'
+    return abi, {
+        'image': f'linux-image-{abi}-{FLAVOUR}',
+        'headers': f'linux-headers-{abi}-{FLAVOUR}',
+        'common': f'linux-headers-{abi}-common',
+        'kbuild': f'linux-kbuild-{abi}',
+        'source': f'linux-source-{KERNEL_SERIES}',
+    }
+
+
+def resolve_kernel():
+    """Pick the newest version for which the whole package set exists.
+
+    Debian's archive drops old kernel builds, so nothing is hard-coded:
+    every version of linux-source-6.12 is tried, newest first, until the
+    image, both headers packages and kbuild exist at that same version.
+    """
+    wanted = os.environ.get('NOVA_VDPA_TESTBED_KERNEL_VERSION')
+    for attempt in range(2):
+        versions = _madison(f'linux-source-{KERNEL_SERIES}')
+        for version in versions:
+            if wanted and version != wanted:
+                continue
+            abi, pkgs = kernel_packages(version)
+            if all(version in _madison(p) for p in pkgs.values()):
+                return version
+        if attempt == 0 and os.geteuid() == 0:
+            apt_update()
+    return None
+
+
+def cached_kernels():
+    out = []
+    for stamp in sorted(CACHE.glob('kernel-*/ready.json')):
+        out.append(json.loads(stamp.read_text()))
+    return out
+
+
+def kernel_dir(version):
+    return CACHE / f'kernel-{version}'
+
+
+def ensure_kernel():
+    version = resolve_kernel()
+    if version is None:
+        have = cached_kernels()
+        if not have:
+            raise BedError(
+                'no complete Debian linux-*-6.12 package set (image, '
+                'headers, headers-common, kbuild, linux-source at one '
+                'version) is available from apt, and none is cached')
+        info = have[-1]
+        log(f'apt offers no complete 6.12 set; using cached {info["version"]}')
+        return info
+    kdir = kernel_dir(version)
+    stamp = kdir / 'ready.json'
+    if stamp.exists():
+        info = json.loads(stamp.read_text())
+        log(f'kernel {info["kernelrelease"]} (Debian {version}), cached')
+        return info
+    log(f'picked Debian kernel {version} (newest complete 6.12 set)')
+    abi, pkgs = kernel_packages(version)
+    kernelrelease = f'{abi}-{FLAVOUR}'
+    if kdir.exists():
+        shutil.rmtree(kdir)
+    work = pathlib.Path(tempfile.mkdtemp(prefix='kernel-', dir=CACHE))
+    try:
+        debs = work / 'debs'
+        debs.mkdir()
+        # _apt downloads into a folder it can write; otherwise apt warns
+        # and falls back to root, which is harmless but noisy.
+        os.chmod(debs, 0o777)
+        t0 = time.monotonic()
+        sh(['apt-get', 'download', '-q']
+           + [f'{p}={version}' for p in pkgs.values()], cwd=debs)
+        log(f'downloaded {len(pkgs)} packages in '
+            f'{time.monotonic() - t0:.0f} s')
+        root = work / 'root'
+        for key in ('image', 'headers', 'common', 'kbuild'):
+            deb = next(debs.glob(f'{pkgs[key]}_*.deb'))
+            sh(['dpkg-deb', '-x', str(deb), str(root)])
+        headers = root / 'usr' / 'src' / f'linux-headers-{kernelrelease}'
+        # The headers' Makefile includes the common tree by absolute path.
+        mk = headers / 'Makefile'
+        mk.write_text(mk.read_text().replace(
+            'include /usr/src/', f'include {root}/usr/src/'))
+        build_modules(debs, pkgs['source'], headers, root, kernelrelease,
+                      work)
+        shutil.rmtree(debs)
+        info = {'version': version, 'kernelrelease': kernelrelease,
+                'vmlinuz': str(kdir / 'root' / 'boot' /
+                               f'vmlinuz-{kernelrelease}')}
+        (work / 'ready.json').write_text(json.dumps(info, indent=1))
+        # The Makefile names the folder it lives in: fix it for the rename.
+        mk.write_text(mk.read_text().replace(str(work), str(kdir)))
+        os.rename(work, kdir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log(f'kernel {kernelrelease} ready in {kdir}')
+    return info
+
+
+def build_modules(debs, source_pkg, headers, root, kernelrelease, work):
+    src = work / 'src'
+    src.mkdir()
+    deb = next(debs.glob(f'{source_pkg}_*.deb'))
+    prefix = f'linux-source-{KERNEL_SERIES}/'
+    members = sorted({prefix + f.rstrip('/') for files, _, _ in OOT_MODULES.values()
+                      for f in files})
+    t0 = time.monotonic()
+    # Only the few source files needed are unpacked from the 150 MB tarball.
+    tarball = work / 'linux-source.tar.xz'
+    with open(tarball, 'wb') as out:
+        unpack = subprocess.Popen(['dpkg-deb', '--fsys-tarfile', str(deb)],
+                                  stdout=subprocess.PIPE)
+        subprocess.run(['tar', '-x', '-O', '-f', '-',
+                        f'./usr/src/linux-source-{KERNEL_SERIES}.tar.xz'],
+                       stdin=unpack.stdout, stdout=out, check=True)
+        if unpack.wait():
+            raise BedError(f'dpkg-deb could not read {deb}')
+    sh(['tar', '-x', '-J', '-f', str(tarball), '-C', str(src)] + members)
+    tarball.unlink()
+    extra = root / 'lib' / 'modules' / kernelrelease / 'extra'
+    extra.mkdir(parents=True)
+    for name, (files, kbuild, make_vars) in OOT_MODULES.items():
+        bdir = work / 'build' / name
+        bdir.mkdir(parents=True)
+        for f in files:
+            path = src / prefix / f
+            for p in (sorted(path.iterdir()) if path.is_dir() else [path]):
+                shutil.copy(p, bdir / p.name)
+        if kbuild is None:
+            (bdir / 'Makefile').rename(bdir / 'Kbuild')
+        else:
+            (bdir / 'Kbuild').write_text(kbuild)
+        # No pahole here: skip BTF for these modules.
+        sh(['make', '-s', '-C', str(headers), f'M={bdir}',
+            'CONFIG_DEBUG_INFO_BTF_MODULES=', f'-j{os.cpu_count() or 1}']
+           + make_vars + ['modules'])
+        for ko in bdir.glob('*.ko'):
+            shutil.copy(ko, extra / ko.name)
+    sh(['depmod', '-b', str(root), kernelrelease])
+    shutil.rmtree(src)
+    shutil.rmtree(work / 'build')
+    log(f'built {", ".join(p.name for p in sorted(extra.iterdir()))} in '
+        f'{time.monotonic() - t0:.0f} s')
+
+
+# ------------------------------------------------------------------- boot
+def use_kvm(info):
+    """Whether KVM really boots this kernel here (probed once, cached).
+
+    /dev/kvm can exist while running a stock kernel under it fails (a
+    paravirtual KVM); TCG is the safe default.
+    """
+    if os.environ.get('NOVA_VDPA_TESTBED_ACCEL') in ('tcg', 'kvm'):
+        return os.environ['NOVA_VDPA_TESTBED_ACCEL'] == 'kvm'
+    if not os.path.exists('/dev/kvm'):
+        return False
+    key = f'{os.uname().release}-{info["kernelrelease"]}'
+    probe = CACHE / f'kvm-probe-{key}.json'
+    if probe.exists():
+        return json.loads(probe.read_text())['boots']
+    log('probing whether KVM boots the kernel')
+    try:
+        proc = subprocess.run(
+            [str(vng_path()), '--run', info['vmlinuz'], '-m', '1G', '-p', '1',
+             '--exec', 'echo nova-vdpa-kvm-probe-ok'],
+            capture_output=True, text=True, timeout=120,
+            env=_vng_env())
+        boots = 'nova-vdpa-kvm-probe-ok' in proc.stdout
+        detail = (proc.stdout + proc.stderr).strip()[-300:]
+    except subprocess.TimeoutExpired:
+        boots, detail = False, 'timed out'
+    probe.write_text(json.dumps({'boots': boots, 'detail': detail}))
+    log(f'KVM {"boots" if boots else "does not boot"} the kernel'
+        + ('' if boots else f' ({detail.splitlines()[-1] if detail else ""})'
+           + '; using TCG'))
+    return boots
+
+
+def _vng_env():
+    env = dict(os.environ)
+    # vng runs its helper scripts from its own bin folder.
+    env['PATH'] = f'{vng_path().parent}:{env.get("PATH", "")}'
+    return env
+
+
+def prepare():
+    CACHE.mkdir(parents=True, exist_ok=True)
+    ensure_host_packages()
+    ensure_virtme_ng()
+    info = ensure_kernel()
+    info['kvm'] = use_kvm(info)
+    return info
+
+
+def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
+    """Boot the bed, run ``command`` (argv) as root inside, return status.
+
+    Raises BedError when the VM does not boot or does not report a status;
+    the guest's own exit status is returned otherwise.
+    """
+    info = prepare()
+    rundir = RUN_DIR / 'run'
+    shutil.rmtree(rundir, ignore_errors=True)
+    rundir.mkdir(parents=True)
+    guest = [str(REPO / 'tools' / 'testbed-guest.sh'),
+             '--results', str(rundir), '--modules', ','.join(GUEST_MODULES),
+             '--services', ','.join(services), '--', *command]
+    argv = [str(vng_path()), '--run', info['vmlinuz'], '-m', memory,
+            '-p', str(cpus), '--rwdir', str(rundir), '--append', BOOT_APPEND,
+            '--exec', shlex.join(guest)]
+    if not info['kvm']:
+        argv.insert(1, '--disable-kvm')
+    log(f'booting {info["kernelrelease"]} under '
+        f'{"KVM" if info["kvm"] else "TCG"}: {shlex.join(command)}')
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=REPO, env=_vng_env(),
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise BedError(f'the guest command ran over {timeout} s and was '
+                       'killed; logs are in ' + str(rundir / 'logs'))
+    status_file = rundir / 'status'
+    if not status_file.exists():
+        raise BedError(
+            f'the VM did not run the command (vng exit status {rc} after '
+            f'{time.monotonic() - t0:.0f} s); see the output above')
+    status = int(status_file.read_text().strip())
+    log(f'guest finished with status {status} after '
+        f'{time.monotonic() - t0:.0f} s')
+    return status, rundir
+
+
+def cmd_run(args):
+    if not args.command:
+        raise BedError('nothing to run: testbed.py run -- COMMAND')
+    status, _ = boot(args.command, services=_services(args.services),
+                     timeout=args.timeout)
+    return status
+
+
+def cmd_test(args):
+    """Run functional tests inside the bed and load their results."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stream = RESULTS_DIR / 'functional.subunit'
+    stream.unlink(missing_ok=True)
+    inner = (f'exec {shlex.quote(sys.executable)} -m subunit.run discover '
+             f'-t {shlex.quote(str(REPO))} '
+             f'-s {shlex.quote(str(REPO / args.path))} '
+             f'> "$NOVA_VDPA_TESTBED_RESULTS/functional.subunit"')
+    try:
+        status, rundir = boot(['sh', '-c', inner],
+                              services=_services(args.services),
+                              timeout=args.timeout)
+    except BedError as e:
+        # Never a silent skip: a bed that does not boot fails the run.
+        log(f'FAILED: the functional tests could not run: {e}')
+        return 2
+    produced = rundir / 'functional.subunit'
+    if not produced.exists() or produced.stat().st_size == 0:
+        log('FAILED: the guest produced no test results '
+            f'(status {status}); logs in {rundir / "logs"}')
+        return 2
+    shutil.copy(produced, stream)
+    repo_url = REPO / '.stestr.functional'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'stestr', '--repo-url', str(repo_url),
+         'load', '--force-init', '--subunit-trace', str(stream)], cwd=REPO)
+    if proc.returncode or status:
+        log(f'service logs kept in {rundir / "logs"}')
+        return proc.returncode or status
+    return 0
+
+
+def cmd_prepare(args):
+    info = prepare()
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def cmd_info(args):
+    print(json.dumps({'cache': str(CACHE), 'kernels': cached_kernels(),
+                      'host_packages': HOST_PACKAGES,
+                      'guest_modules': GUEST_MODULES}, indent=1))
+    return 0
+
+
+def _services(text):
+    names = [s for s in (text or '').split(',') if s]
+    unknown = set(names) - {'libvirt', 'ovs'}
+    if unknown:
+        raise BedError(f'unknown service(s) {", ".join(sorted(unknown))}; '
+                       'known: libvirt, ovs')
+    return names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    sub = parser.add_subparsers(dest='cmd', required=True)
+    sub.add_parser('prepare').set_defaults(func=cmd_prepare)
+    sub.add_parser('info').set_defaults(func=cmd_info)
+    for name, func in (('run', cmd_run), ('test', cmd_test)):
+        p = sub.add_parser(name)
+        p.add_argument('--services', default='',
+                       help='comma-separated: libvirt, ovs')
+        p.add_argument('--timeout', type=int, default=3000,
+                       help='seconds before the VM is killed')
+        p.set_defaults(func=func)
+    sub.choices['run'].add_argument('command', nargs=argparse.REMAINDER)
+    sub.choices['test'].add_argument('path', nargs='?',
+                                     default='tests/functional')
+    args = parser.parse_args(argv)
+    if getattr(args, 'command', None) and args.command[0] == '--':
+        args.command = args.command[1:]
+    try:
+        return args.func(args)
+    except BedError as e:
+        log(f'ERROR: {e}')
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())
