@@ -10,7 +10,8 @@ vSwitch running (``tools/testbed-guest.sh`` does the guest side).
 Sub-commands::
 
     testbed.py prepare              install and build everything (cached)
-    testbed.py run [opts] -- CMD    boot, run CMD as root inside, return its status
+    testbed.py run [opts] -- CMD    boot, run CMD as root inside, return its
+                                    exit status
     testbed.py test [opts] [PATH]   run functional tests in one guest Python
                                     process; subunit lands in .test-results/
     testbed.py info                 show what the bed would use
@@ -253,8 +254,8 @@ def build_modules(debs, source_pkg, headers, root, kernelrelease, work):
     src.mkdir()
     deb = next(debs.glob(f'{source_pkg}_*.deb'))
     prefix = f'linux-source-{KERNEL_SERIES}/'
-    members = sorted({prefix + f.rstrip('/') for files, _, _ in OOT_MODULES.values()
-                      for f in files})
+    members = sorted({prefix + f.rstrip('/')
+                      for files, _, _ in OOT_MODULES.values() for f in files})
     t0 = time.monotonic()
     # Only the few source files needed are unpacked from the 150 MB tarball.
     tarball = work / 'linux-source.tar.xz'
@@ -350,9 +351,10 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
     the guest's own exit status is returned otherwise.
     """
     info = prepare()
-    rundir = RUN_DIR / 'run'
-    shutil.rmtree(rundir, ignore_errors=True)
-    rundir.mkdir(parents=True)
+    # One folder per run, so that several beds may run side by side.
+    RUN_DIR.mkdir(exist_ok=True)
+    rundir = pathlib.Path(tempfile.mkdtemp(
+        prefix=time.strftime('run-%Y%m%d-%H%M%S-'), dir=RUN_DIR))
     guest = [str(REPO / 'tools' / 'testbed-guest.sh'),
              '--results', str(rundir), '--modules', ','.join(GUEST_MODULES),
              '--services', ','.join(services), '--', *command]
@@ -384,18 +386,27 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
     return status, rundir
 
 
+def discard(rundir):
+    """Remove a run's folder; failed runs keep theirs for the logs."""
+    shutil.rmtree(rundir, ignore_errors=True)
+
+
 def cmd_run(args):
     if not args.command:
         raise BedError('nothing to run: testbed.py run -- COMMAND')
-    status, _ = boot(args.command, services=_services(args.services),
-                     timeout=args.timeout)
+    status, rundir = boot(args.command, services=_services(args.services),
+                          timeout=args.timeout)
+    if status == 0:
+        discard(rundir)
+    else:
+        log(f'output and logs kept in {rundir}')
     return status
 
 
 def cmd_test(args):
     """Run functional tests inside the bed and load their results."""
     RESULTS_DIR.mkdir(exist_ok=True)
-    stream = RESULTS_DIR / 'functional.subunit'
+    stream = RESULTS_DIR / f'{args.name}.subunit'
     stream.unlink(missing_ok=True)
     inner = (f'exec {shlex.quote(sys.executable)} -m subunit.run discover '
              f'-t {shlex.quote(str(REPO))} '
@@ -415,13 +426,15 @@ def cmd_test(args):
             f'(status {status}); logs in {rundir / "logs"}')
         return 2
     shutil.copy(produced, stream)
-    repo_url = REPO / '.stestr.functional'
+    repo_url = REPO / f'.stestr.{args.name}'
+    repo_url.mkdir(exist_ok=True)
     proc = subprocess.run(
         [sys.executable, '-m', 'stestr', '--repo-url', str(repo_url),
          'load', '--force-init', '--subunit-trace', str(stream)], cwd=REPO)
     if proc.returncode or status:
         log(f'service logs kept in {rundir / "logs"}')
         return proc.returncode or status
+    discard(rundir)
     return 0
 
 
@@ -462,6 +475,9 @@ def main(argv=None):
     sub.choices['run'].add_argument('command', nargs=argparse.REMAINDER)
     sub.choices['test'].add_argument('path', nargs='?',
                                      default='tests/functional')
+    sub.choices['test'].add_argument(
+        '--name', default='functional',
+        help='results go to .test-results/NAME.subunit and .stestr.NAME')
     args = parser.parse_args(argv)
     if getattr(args, 'command', None) and args.command[0] == '--':
         args.command = args.command[1:]
