@@ -33,3 +33,9 @@ class NovaVdpaException(Exception):
     @property
     def message(self) -> str:
         return str(self.args[0]) if self.args else self.msg_fmt
+
+
+# --- Kernel boundary (nova_vdpa.kernel, nova_vdpa.privsep) ---
+
+
+# --- Guest configuration (nova_vdpa.libvirt) ---

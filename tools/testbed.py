@@ -411,6 +411,7 @@ def cmd_test(args):
     inner = (f'exec {shlex.quote(sys.executable)} -m subunit.run discover '
              f'-t {shlex.quote(str(REPO))} '
              f'-s {shlex.quote(str(REPO / args.path))} '
+             f'-p {shlex.quote(args.pattern)} '
              f'> "$NOVA_VDPA_TESTBED_RESULTS/functional.subunit"')
     try:
         status, rundir = boot(['sh', '-c', inner],
@@ -475,6 +476,9 @@ def main(argv=None):
     sub.choices['run'].add_argument('command', nargs=argparse.REMAINDER)
     sub.choices['test'].add_argument('path', nargs='?',
                                      default='tests/functional')
+    sub.choices['test'].add_argument(
+        '--pattern', default='test*.py',
+        help='test file name pattern, e.g. test_netlink*.py')
     sub.choices['test'].add_argument(
         '--name', default='functional',
         help='results go to .test-results/NAME.subunit and .stestr.NAME')
