@@ -418,14 +418,13 @@ def cmd_test(args):
                               services=_services(args.services),
                               timeout=args.timeout)
     except BedError as e:
-        # Never a silent skip: a bed that does not boot fails the run.
-        log(f'FAILED: the functional tests could not run: {e}')
-        return 2
+        # Never a silent skip: a bed that does not boot fails the run, and
+        # the results say so.
+        return bed_failure(stream, f'the functional tests could not run: {e}')
     produced = rundir / 'functional.subunit'
     if not produced.exists() or produced.stat().st_size == 0:
-        log('FAILED: the guest produced no test results '
-            f'(status {status}); logs in {rundir / "logs"}')
-        return 2
+        return bed_failure(stream, 'the guest produced no test results '
+                           f'(status {status}); logs in {rundir / "logs"}')
     shutil.copy(produced, stream)
     repo_url = REPO / f'.stestr.{args.name}'
     repo_url.mkdir(exist_ok=True)
@@ -437,6 +436,20 @@ def cmd_test(args):
         return proc.returncode or status
     discard(rundir)
     return 0
+
+
+def bed_failure(stream, reason):
+    """Record one failed test that carries ``reason``; return 2."""
+    import subunit  # only in the tox env that runs the tests
+    log(f'FAILED: {reason}')
+    with open(stream, 'wb') as f:
+        out = subunit.StreamResultToBytes(f)
+        test_id = 'tests.functional.testbed.boot'
+        out.status(test_id=test_id, test_status='inprogress')
+        out.status(test_id=test_id, test_status='fail', file_name='reason',
+                   file_bytes=reason.encode(), mime_type='text/plain',
+                   eof=True)
+    return 2
 
 
 def cmd_prepare(args):

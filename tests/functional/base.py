@@ -5,11 +5,13 @@ against the real kernel, libvirtd + QEMU and Open vSwitch. Outside the bed
 they fail: they never skip, so a bed that did not come up cannot pass.
 """
 
+import glob
 import json
 import os
 import subprocess
 
 import testtools
+from testtools import content
 
 
 def in_testbed() -> bool:
@@ -32,6 +34,18 @@ class BedTestCase(testtools.TestCase):
         if missing:
             self.fail('the bed was started without %s'
                       % ', '.join(sorted(missing)))
+        self.addOnException(self._attach_service_logs)
+
+    def _attach_service_logs(self, exc_info):
+        """On failure, attach the tail of every service and QEMU log."""
+        logs = os.environ.get('NOVA_VDPA_TESTBED_LOGS', '')
+        paths = glob.glob(os.path.join(logs, '*.log'))
+        paths += glob.glob('/var/log/libvirt/qemu/*.log')
+        for path in sorted(paths):
+            with open(path, errors='replace') as f:
+                tail = ''.join(f.readlines()[-60:])
+            self.addDetail('log:' + os.path.basename(path),
+                           content.text_content(tail))
 
     def run_cmd(self, *argv: str, check: bool = True) -> str:
         """Run a command in the guest and return its stdout."""
