@@ -39,3 +39,15 @@ class NovaVdpaException(Exception):
 
 
 # --- Guest configuration (nova_vdpa.libvirt) ---
+
+class InvalidInterfaceXml(NovaVdpaException):
+    msg_fmt = "Not a valid vdpa interface XML: %(reason)s"
+
+
+class HypervisorTooOld(NovaVdpaException):
+    msg_fmt = ("vDPA interfaces need %(component)s >= %(required)s, this "
+               "host has %(component)s %(found)s")
+
+
+class InvalidVdpaInterfaceRequest(NovaVdpaException):
+    msg_fmt = "Cannot configure the vdpa interface: %(reason)s"

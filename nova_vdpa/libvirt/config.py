@@ -1,0 +1,209 @@
+"""Object <-> XML for libvirt's ``<interface type='vdpa'>``.
+
+The room for the guest interface of a vDPA port as libvirt spells it, and
+nothing else: no policy (which options a port gets is decided in
+:mod:`nova_vdpa.libvirt.designer`), no host access, no libvirt connection.
+
+:class:`LibvirtConfigGuestVdpaInterface` derives from Nova's own
+``LibvirtConfigGuestInterface`` so that it composes into Nova's guest
+config (``LibvirtConfigGuest.add_device``) and Nova's driver, which tests
+interfaces with ``isinstance`` and finds a live interface to detach by
+comparing configs, treats it as any other interface. It imports only Nova's
+config module and lxml.
+"""
+
+import dataclasses
+from typing import Any
+
+from lxml import etree
+from nova.virt.libvirt import config as vconfig
+
+from nova_vdpa import exception
+
+
+def _int(node: etree._Element, attr: str) -> int:
+    value = node.get(attr)
+    if value is None:
+        raise ValueError('<%s> has no %s' % (node.tag, attr))
+    return int(value)
+
+
+def _on_off(node: etree._Element, attr: str) -> bool:
+    value = node.get(attr)
+    if value not in ('on', 'off'):
+        raise ValueError("<%s %s=...> must be 'on' or 'off', not %r"
+                         % (node.tag, attr, value))
+    return value == 'on'
+
+
+@dataclasses.dataclass(frozen=True)
+class PciAddress:
+    """A guest PCI address, ``<address type='pci' .../>``."""
+
+    domain: int
+    bus: int
+    slot: int
+    function: int
+
+    def format_dom(self) -> etree._Element:
+        """Return the ``<address>`` element."""
+        return etree.Element(
+            'address', type='pci', domain='0x%04x' % self.domain,
+            bus='0x%02x' % self.bus, slot='0x%02x' % self.slot,
+            function='0x%x' % self.function)
+
+    @classmethod
+    def parse_dom(cls, node: etree._Element) -> 'PciAddress':
+        """Read a PCI ``<address>`` element.
+
+        :raises: InvalidInterfaceXml if an attribute is missing or not a
+            number.
+        """
+        try:
+            # libvirt writes hex with 0x; int(x, 0) reads that and decimal.
+            return cls(*(int(node.get(attr, ''), 0)
+                         for attr in ('domain', 'bus', 'slot', 'function')))
+        except ValueError:
+            raise exception.InvalidInterfaceXml(
+                reason='bad PCI address %s' % etree.tostring(node).decode())
+
+
+class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
+    """``<interface type='vdpa'>`` with the options Nova leaves out.
+
+    Attribute names are Nova's where Nova has the option (``mac_addr``,
+    ``source_dev``, ``model``, ``mtu``, ``vhost_queues``, ...), so code
+    written for Nova's interface config reads them unchanged. ``None``
+    means "not in the XML"; the on/off options are ``True``/``False``/
+    ``None`` so that ``packed='off'`` survives a round trip.
+
+    Two configs of this class are equal when every value is equal, so
+    ``parse(format(x)) == x``. Compared with a plain Nova interface config,
+    Nova's own identity match applies (type, MAC, source), which is how
+    Nova finds the live interface of a port to detach.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.net_type = 'vdpa'
+        self.mac_addr: str | None = None
+        self.source_dev: str | None = None
+        self.model: str | None = None
+        self.mtu: int | None = None
+        self.vhost_queues: int | None = None
+        self.vhost_rx_queue_size: int | None = None
+        self.vhost_tx_queue_size: int | None = None
+        self.driver_packed: bool | None = None
+        self.driver_page_per_vq: bool | None = None
+        self.alias: str | None = None
+        self.device_addr: PciAddress | None = None
+        self.boot_order: int | None = None
+
+    # The values that make up a vdpa interface, in XML order.
+    FIELDS = ('mac_addr', 'source_dev', 'model', 'mtu', 'vhost_queues',
+              'vhost_rx_queue_size', 'vhost_tx_queue_size', 'driver_packed',
+              'driver_page_per_vq', 'boot_order', 'alias', 'device_addr')
+
+    # Attributes of <driver> and the field each one fills.
+    _DRIVER_INTS = (('queues', 'vhost_queues'),
+                    ('rx_queue_size', 'vhost_rx_queue_size'),
+                    ('tx_queue_size', 'vhost_tx_queue_size'))
+    _DRIVER_SWITCHES = (('packed', 'driver_packed'),
+                        ('page_per_vq', 'driver_page_per_vq'))
+
+    def values(self) -> dict[str, Any]:
+        """Return every field by name: what equality compares."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):
+            return bool(self.values() == other.values())
+        return bool(super().__eq__(other))
+
+    def format_dom(self) -> etree._Element:
+        """Return the ``<interface type='vdpa'>`` element."""
+        dev = self._new_node(self.root_name, type='vdpa')
+        if self.mac_addr is not None:
+            dev.append(etree.Element('mac', address=self.mac_addr))
+        if self.source_dev is not None:
+            dev.append(etree.Element('source', dev=self.source_dev))
+        if self.model is not None:
+            dev.append(etree.Element('model', type=self.model))
+        driver = etree.Element('driver')
+        for attr, field in self._DRIVER_INTS:
+            value = getattr(self, field)
+            if value is not None:
+                driver.set(attr, str(value))
+        for attr, field in self._DRIVER_SWITCHES:
+            value = getattr(self, field)
+            if value is not None:
+                driver.set(attr, self.get_on_off_str(value))
+        if driver.attrib:
+            dev.append(driver)
+        if self.mtu is not None:
+            dev.append(etree.Element('mtu', size=str(self.mtu)))
+        if self.boot_order is not None:
+            dev.append(etree.Element('boot', order=str(self.boot_order)))
+        if self.alias is not None:
+            dev.append(etree.Element('alias', name=self.alias))
+        if self.device_addr is not None:
+            dev.append(self.device_addr.format_dom())
+        return dev
+
+    def parse_dom(self, xmldoc: etree._Element) -> None:
+        """Fill this config from an ``<interface type='vdpa'>`` element.
+
+        Elements this class does not model (``<link>``, ``<rom>``, ...)
+        are ignored, as Nova's config classes do.
+
+        :raises: InvalidInterfaceXml if the element is not a vdpa interface
+            or a value is malformed.
+        """
+        if xmldoc.tag != self.root_name or xmldoc.get('type') != 'vdpa':
+            raise exception.InvalidInterfaceXml(
+                reason="expected <interface type='vdpa'>, got <%s type=%r>"
+                % (xmldoc.tag, xmldoc.get('type')))
+        try:
+            for child in xmldoc:
+                self._parse_child(child)
+        except ValueError as e:
+            raise exception.InvalidInterfaceXml(reason=str(e))
+
+    def _parse_child(self, child: etree._Element) -> None:
+        if child.tag == 'mac':
+            self.mac_addr = child.get('address')
+        elif child.tag == 'source':
+            self.source_dev = child.get('dev')
+        elif child.tag == 'model':
+            self.model = child.get('type')
+        elif child.tag == 'driver':
+            for attr, field in self._DRIVER_INTS:
+                if child.get(attr) is not None:
+                    setattr(self, field, _int(child, attr))
+            for attr, field in self._DRIVER_SWITCHES:
+                if child.get(attr) is not None:
+                    setattr(self, field, _on_off(child, attr))
+        elif child.tag == 'mtu':
+            self.mtu = _int(child, 'size')
+        elif child.tag == 'boot':
+            self.boot_order = _int(child, 'order')
+        elif child.tag == 'alias':
+            self.alias = child.get('name')
+        elif child.tag == 'address' and child.get('type') == 'pci':
+            self.device_addr = PciAddress.parse_dom(child)
+
+    @classmethod
+    def from_xml(cls, xml: str | bytes) -> 'LibvirtConfigGuestVdpaInterface':
+        """Parse an ``<interface type='vdpa'>`` document.
+
+        :param xml: the interface XML, e.g. from a domain's XML.
+        :returns: a new config.
+        :raises: InvalidInterfaceXml if it is not a vdpa interface.
+        """
+        try:
+            node = etree.fromstring(xml)
+        except etree.XMLSyntaxError as e:
+            raise exception.InvalidInterfaceXml(reason=str(e))
+        conf = cls()
+        conf.parse_dom(node)
+        return conf
