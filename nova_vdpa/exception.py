@@ -37,6 +37,96 @@ class NovaVdpaException(Exception):
 
 # --- Kernel boundary (nova_vdpa.kernel, nova_vdpa.privsep) ---
 
+class VdpaKernelError(NovaVdpaException):
+    """The kernel refused or failed a vdpa request.
+
+    Messages name the device, the management device and the attribute
+    concerned (``-`` when one does not apply) so that an operator can act
+    on the log line alone.
+    """
+
+    msg_fmt = ("vdpa request failed for device %(device)s on management "
+               "device %(mgmtdev)s (%(attribute)s): %(reason)s")
+
+
+class VdpaNotLoaded(VdpaKernelError):
+    msg_fmt = ("kernel vdpa support not loaded: the generic netlink family "
+               "'vdpa' is absent (modprobe vdpa, or a vdpa driver such as "
+               "vhost_vdpa or mlx5_vdpa); device %(device)s, management "
+               "device %(mgmtdev)s, attribute %(attribute)s")
+
+
+class VdpaManagementDeviceNotFound(VdpaKernelError):
+    msg_fmt = ("management device %(mgmtdev)s not found (device "
+               "%(device)s, attribute %(attribute)s)")
+
+
+class VdpaDeviceNotFound(VdpaKernelError):
+    msg_fmt = ("vDPA device %(device)s not found (management device "
+               "%(mgmtdev)s, attribute %(attribute)s)")
+
+
+class VdpaDeviceExists(VdpaKernelError):
+    msg_fmt = ("vDPA device %(device)s already exists (management device "
+               "%(mgmtdev)s, attribute %(attribute)s)")
+
+
+class VdpaAttributeNotSupported(VdpaKernelError):
+    msg_fmt = ("management device %(mgmtdev)s does not support attribute "
+               "%(attribute)s (device %(device)s): %(reason)s")
+
+
+class VdpaNoSpace(VdpaKernelError):
+    msg_fmt = ("management device %(mgmtdev)s has no room for device "
+               "%(device)s (attribute %(attribute)s; mlx5 allows one vDPA "
+               "device per VF or SF): %(reason)s")
+
+
+class VdpaPermissionDenied(VdpaKernelError):
+    msg_fmt = ("permission denied for device %(device)s on management "
+               "device %(mgmtdev)s (attribute %(attribute)s): creating and "
+               "deleting vDPA devices needs CAP_NET_ADMIN")
+
+
+class VdpaInvalidRequest(VdpaKernelError):
+    msg_fmt = ("invalid vdpa request for device %(device)s on management "
+               "device %(mgmtdev)s (attribute %(attribute)s): %(reason)s")
+
+
+class VdpaInvalidArgument(VdpaInvalidRequest):
+    """Refused before anything reached the kernel."""
+
+
+class VdpaDeviceInUse(VdpaKernelError):
+    msg_fmt = ("vDPA device %(device)s (management device %(mgmtdev)s, "
+               "attribute %(attribute)s) is in use by pid %(pid)s "
+               "(%(cmdline)s): refusing to delete it, the kernel would "
+               "block until that process closes it")
+
+
+class VdpaDeleteTimeout(VdpaKernelError):
+    msg_fmt = ("deleting vDPA device %(device)s (management device "
+               "%(mgmtdev)s, attribute %(attribute)s) did not finish within "
+               "%(timeout)s s: a process opened its character device; the "
+               "kernel completes the deletion once that process closes it")
+
+
+class VdpaSysfsError(VdpaKernelError):
+    msg_fmt = ("sysfs operation on vDPA device %(device)s failed "
+               "(management device %(mgmtdev)s, attribute %(attribute)s): "
+               "%(reason)s")
+
+
+class VdpaBindError(VdpaSysfsError):
+    msg_fmt = ("could not bind vDPA device %(device)s (management device "
+               "%(mgmtdev)s) to %(attribute)s: %(reason)s")
+
+
+class VdpaChardevNotFound(VdpaSysfsError):
+    msg_fmt = ("vDPA device %(device)s (management device %(mgmtdev)s) has "
+               "no usable vhost-vdpa character device (%(attribute)s): "
+               "%(reason)s")
+
 
 # --- Guest configuration (nova_vdpa.libvirt) ---
 

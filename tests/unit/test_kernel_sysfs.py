@@ -1,0 +1,210 @@
+"""Binding, chardevs, holders, VF facts and safe deletion on the fake tree."""
+
+import os
+import threading
+import time
+
+from nova_vdpa import exception
+from nova_vdpa.kernel import lifecycle
+from nova_vdpa.kernel import sysfs
+from tests.unit import fake_kernel
+from tests.unit import test_kernel_netlink as base
+
+
+class TestBinding(base.KernelTestCase):
+
+    def test_virtio_first_then_rebound_to_vhost(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+        # Autoprobe picks the driver that registered first.
+        self.assertEqual('virtio_vdpa', self.sysfs.driver('vd0'))
+        self.sysfs.bind('vd0')
+        self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
+        self.sysfs.bind('vd0')  # idempotent
+        self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
+        node = self.sysfs.chardev('vd0')
+        self.assertEqual(os.path.join(self.kernel.dev, 'vhost-vdpa-0'), node)
+
+    def test_many_devices_each_get_their_own_chardev(self):
+        nodes = set()
+        for i in range(20):
+            name = 'vd%d' % i
+            nodes.add(lifecycle.create_device(self.client, self.sysfs, name,
+                                              'vdpasim_net'))
+            self.assertEqual('vhost_vdpa', self.sysfs.driver(name))
+        self.assertEqual(20, len(nodes))
+
+    def test_back_to_virtio(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+        self.sysfs.bind('vd0', 'vhost_vdpa')
+        self.sysfs.bind('vd0', 'virtio_vdpa')
+        self.assertEqual('virtio_vdpa', self.sysfs.driver('vd0'))
+        self.assertRaises(exception.VdpaChardevNotFound,
+                          self.sysfs.chardev, 'vd0')
+
+    def test_driver_not_loaded(self):
+        self.kernel.drivers.remove('vhost_vdpa')
+        os.rename(os.path.join(self.kernel.bus, 'drivers', 'vhost_vdpa'),
+                  os.path.join(self.kernel.root, 'unloaded'))
+        self.client.create_device('vd0', 'vdpasim_net')
+        e = self.assertRaises(exception.VdpaBindError, self.sysfs.bind, 'vd0')
+        self.assertIn('not loaded', str(e))
+
+    def test_create_rolls_back_when_binding_fails(self):
+        self.kernel.drivers.remove('vhost_vdpa')
+        os.rename(os.path.join(self.kernel.bus, 'drivers', 'vhost_vdpa'),
+                  os.path.join(self.kernel.root, 'unloaded'))
+        self.assertRaises(exception.VdpaBindError, lifecycle.create_device,
+                          self.client, self.sysfs, 'vd0', 'vdpasim_net')
+        self.assertEqual([], self.client.list_devices())
+
+    def test_without_driver_override_unbind_and_bind(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+        os.unlink(self.kernel.devices['vd0'].path + '/driver_override')
+        self.sysfs.bind('vd0')
+        self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
+
+    def test_unknown_device(self):
+        self.assertRaises(exception.VdpaDeviceNotFound, self.sysfs.driver,
+                          'nope')
+        self.assertRaises(exception.VdpaDeviceNotFound, self.sysfs.chardev,
+                          'nope')
+        self.assertRaises(exception.VdpaInvalidArgument, self.sysfs.bind,
+                          '../../../etc')
+
+    def test_chardev_must_match_st_rdev(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+        self.sysfs.bind('vd0')
+        d = self.kernel.devices['vd0']
+        with open(d.path + '/vhost-vdpa-0/dev', 'w') as f:
+            f.write('511:7\n')
+        e = self.assertRaises(exception.VdpaChardevNotFound,
+                              self.sysfs.chardev, 'vd0')
+        self.assertIn('511:7', str(e))
+
+    def test_parent(self):
+        self.assertIsNone(self._parent_of('vdpasim_net'))
+
+    def _parent_of(self, mgmtdev):
+        self.client.create_device('p0', mgmtdev)
+        return self.sysfs.parent('p0')
+
+
+class TestParentAndVf(base.KernelTestCase):
+
+    mgmtdevs = [fake_kernel.mlx5_vf('0000:08:00.2')]
+
+    def test_vdpa_device_parent_is_the_vf(self):
+        self.client.create_device('vf0', 'pci/0000:08:00.2')
+        self.assertEqual('0000:08:00.2', self.sysfs.parent('vf0'))
+
+    def test_vf_info(self):
+        pci = os.path.join(self.kernel.sys, 'bus', 'pci', 'devices')
+        os.makedirs(os.path.join(pci, '0000:08:00.0'))
+        for i, vf in enumerate(('0000:08:00.2', '0000:08:00.3')):
+            os.makedirs(os.path.join(pci, vf))
+            os.symlink('../0000:08:00.0', os.path.join(pci, vf, 'physfn'))
+            os.symlink('../' + vf,
+                       os.path.join(pci, '0000:08:00.0', 'virtfn%d' % i))
+            with open(os.path.join(pci, vf, 'numa_node'), 'w') as f:
+                f.write('1\n' if i else '-1\n')
+        self.assertEqual(sysfs.VirtualFunction('0000:08:00.3', '0000:08:00.0',
+                                               1, 1),
+                         self.sysfs.vf_info('0000:08:00.3'))
+        self.assertIsNone(self.sysfs.vf_info('0000:08:00.2').numa_node)
+        self.assertRaises(exception.VdpaSysfsError, self.sysfs.vf_info,
+                          '0000:08:00.0')
+        self.assertRaises(exception.VdpaInvalidArgument, self.sysfs.vf_info,
+                          '../x')
+
+
+class TestInUse(base.KernelTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.node = lifecycle.create_device(self.client, self.sysfs, 'vd0',
+                                            'vdpasim_net',
+                                            mac='02:00:00:00:00:01')
+
+    def test_exclusive_open(self):
+        self.assertFalse(self.sysfs.is_open(self.node))
+        self.kernel.open_chardev('vd0', pid=77)
+        self.addCleanup(self.kernel.close_chardev, 'vd0')
+        self.assertTrue(self.sysfs.is_open(self.node))
+        e = self.assertRaises(OSError, self.kernel.open_chardev, 'vd0')
+        self.assertEqual(16, e.errno)
+        self.assertEqual([sysfs.Holder(77, 'qemu-system-x86_64 -name guest')],
+                         self.sysfs.holders(self.node))
+
+    def test_delete_refused_promptly_while_held(self):
+        self.kernel.open_chardev('vd0', pid=77)
+        t0 = time.monotonic()
+        e = self.assertRaises(exception.VdpaDeviceInUse,
+                              lifecycle.delete_device, self.sysfs, 'vd0',
+                              client_factory=self.kernel.client)
+        self.assertLess(time.monotonic() - t0, 2)
+        self.assertIn('pid 77 (qemu-system-x86_64 -name guest)', str(e))
+        self.assertIn('vdpasim_net', str(e))
+        self.assertIn('vd0', str(e))
+        self.kernel.close_chardev('vd0')
+        lifecycle.delete_device(self.sysfs, 'vd0',
+                                client_factory=self.kernel.client)
+        self.assertEqual([], self.client.list_devices())
+        self.assertFalse(os.path.exists(self.node))
+
+    def test_holder_we_cannot_see_is_still_refused(self):
+        self.kernel.open_chardev('vd0', pid=77)
+        self.addCleanup(self.kernel.close_chardev, 'vd0')
+        # /proc does not show the holder to us (another user, more
+        # capabilities, another pid namespace): the exclusive open still
+        # proves it exists.
+        fd_dir = os.path.join(self.kernel.proc, '77', 'fd')
+        os.rename(fd_dir, fd_dir + '.hidden')
+        self.addCleanup(os.rename, fd_dir + '.hidden', fd_dir)
+        e = self.assertRaises(exception.VdpaDeviceInUse,
+                              lifecycle.delete_device, self.sysfs, 'vd0',
+                              client_factory=self.kernel.client)
+        self.assertIn('pid unknown', str(e))
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
+
+    def test_open_between_check_and_delete_times_out(self):
+        # QEMU opens the node after our check: the kernel blocks DEV_DEL.
+        k = self.kernel
+
+        class Racy(fake_kernel.FakeSysfs):
+            def is_open(self, chardev):
+                busy = super().is_open(chardev)
+                k.open_chardev('vd0', pid=88)
+                return busy
+
+        e = self.assertRaises(exception.VdpaDeleteTimeout,
+                              lifecycle.delete_device, Racy(k), 'vd0',
+                              timeout=0.3, client_factory=k.client)
+        self.assertIn('vd0', str(e))
+        # The kernel finishes once the holder closes.
+        k.close_chardev('vd0')
+        deadline = time.monotonic() + 5
+        while 'vd0' in k.devices and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertNotIn('vd0', k.devices)
+
+    def test_unbound_device_deletes(self):
+        self.client.create_device('vd1', 'vdpasim_net')
+        self.sysfs.bind('vd1', 'virtio_vdpa')
+        lifecycle.delete_device(self.sysfs, 'vd1',
+                                client_factory=self.kernel.client)
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
+
+    def test_delete_unknown(self):
+        self.assertRaises(exception.VdpaDeviceNotFound,
+                          lifecycle.delete_device, self.sysfs, 'nope',
+                          client_factory=self.kernel.client)
+
+    def test_worker_threads_are_reused(self):
+        before = threading.active_count()
+        for i in range(5):
+            self.client.create_device('x%d' % i, 'vdpasim_net')
+            lifecycle.delete_device(self.sysfs, 'x%d' % i,
+                                    client_factory=self.kernel.client)
+        self.assertLessEqual(threading.active_count(), before + 1)
