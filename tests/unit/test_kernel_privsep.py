@@ -1,0 +1,100 @@
+"""The privsep entrypoints, run in-process against the fake kernel.
+
+No test may start a privsep helper: PrivContext.start fails loudly here.
+"""
+
+import fixtures
+
+from nova_vdpa import exception
+import nova_vdpa.privsep
+from nova_vdpa.privsep import vdpa as priv_vdpa
+from tests.unit import test_kernel_netlink as base
+
+
+def _no_daemon(*args, **kwargs):
+    raise AssertionError('unit tests must never start a privsep daemon')
+
+
+class PrivsepTestCase(base.KernelTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MonkeyPatch(
+            'oslo_privsep.priv_context.PrivContext.start', _no_daemon))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.vdpa._client_factory', self.kernel.client))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.vdpa._sysfs_factory', self.kernel.sysfs))
+        ctx = nova_vdpa.privsep.vdpa_pctxt
+        self.addCleanup(ctx.set_client_mode, ctx.client_mode)
+
+
+class TestInProcess(PrivsepTestCase):
+
+    def setUp(self):
+        super().setUp()
+        nova_vdpa.privsep.vdpa_pctxt.set_client_mode(False)
+
+    def test_create_bind_delete(self):
+        priv_vdpa.create_device('vd0', 'vdpasim_net',
+                                mac='02:00:00:00:00:01', mtu=1500)
+        node = priv_vdpa.bind_device('vd0')
+        self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
+        self.assertEqual(self.sysfs.chardev('vd0'), node)
+        self.kernel.open_chardev('vd0', pid=55)
+        self.assertRaises(exception.VdpaDeviceInUse,
+                          priv_vdpa.delete_device, 'vd0')
+        self.kernel.close_chardev('vd0')
+        priv_vdpa.delete_device('vd0')
+        self.assertEqual([], self.client.list_devices())
+
+    def test_kernel_errors_are_typed(self):
+        priv_vdpa.create_device('vd0', 'vdpasim_net')
+        self.assertRaises(exception.VdpaDeviceExists,
+                          priv_vdpa.create_device, 'vd0', 'vdpasim_net')
+        self.assertRaises(exception.VdpaAttributeNotSupported,
+                          priv_vdpa.create_device, 'vd1', 'vdpasim_net',
+                          max_vq_pairs=2)
+
+    def test_errors_survive_the_privsep_round_trip(self):
+        # The daemon sends (class, args) and the client rebuilds
+        # exc_type(*args): the message must survive.
+        try:
+            priv_vdpa.create_device('vd0', 'nope')
+        except exception.VdpaManagementDeviceNotFound as e:
+            again = type(e)(*e.args)
+            self.assertEqual(str(e), str(again))
+            self.assertIn('nope', str(again))
+
+
+class TestChecksBeforeEscalation(PrivsepTestCase):
+    """Client mode: a bad argument never reaches the (absent) daemon."""
+
+    def test_bad_arguments_refused_unprivileged(self):
+        nova_vdpa.privsep.vdpa_pctxt.set_client_mode(True)
+        for call in (
+                lambda: priv_vdpa.create_device('../x', 'vdpasim_net'),
+                lambda: priv_vdpa.create_device('x', 'vdpasim_net', mtu=10),
+                lambda: priv_vdpa.create_device('x', 'vdpasim_net',
+                                                mac='zz'),
+                lambda: priv_vdpa.create_device('x', 'vdpasim_net',
+                                                max_vq_pairs=0),
+                lambda: priv_vdpa.bind_device('a/b'),
+                lambda: priv_vdpa.delete_device('..')):
+            self.assertRaises(exception.VdpaInvalidArgument, call)
+        self.assertRaises(ValueError, priv_vdpa.delete_device, 'x',
+                          timeout=0)
+
+    def test_valid_call_would_escalate(self):
+        nova_vdpa.privsep.vdpa_pctxt.set_client_mode(True)
+        e = self.assertRaises(AssertionError, priv_vdpa.create_device,
+                              'x', 'vdpasim_net')
+        self.assertIn('never start', str(e))
+
+    def test_entrypoints_are_registered_with_the_context(self):
+        ctx = nova_vdpa.privsep.vdpa_pctxt
+        for f in (priv_vdpa._create_device, priv_vdpa._bind_device,
+                  priv_vdpa._delete_device):
+            self.assertTrue(ctx.is_entrypoint(f))
+        # CAP_NET_ADMIN (12) and nothing else.
+        self.assertEqual([12], list(ctx.conf.capabilities))
