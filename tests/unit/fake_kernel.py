@@ -45,7 +45,8 @@ class FakeMgmtdev:
     max_vqs: int
     supported_features: int
     max_devices: int | None = None
-    vendor_stats: bool = False
+    #: queue index -> vendor statistic names (None: no vendor stats)
+    vendor_stats: object = None
 
     @property
     def handle(self):
@@ -56,13 +57,18 @@ def vdpasim_net():
     # vdpa_sim_net: mac, mtu and features, no max_vqp; no device limit.
     return FakeMgmtdev(None, 'vdpasim_net', frozenset({
         'VDPA_ATTR_DEV_NET_CFG_MACADDR', 'VDPA_ATTR_DEV_NET_CFG_MTU',
-        'VDPA_ATTR_DEV_FEATURES'}), 3, 0x308830028)
+        'VDPA_ATTR_DEV_FEATURES'}), 3, 0x308830028,
+        vendor_stats=lambda i: (
+            ('rx packets', 'rx bytes', 'rx errors', 'rx overruns',
+             'rx drops') if i == 0 else ('tx packets', 'tx bytes',
+                                         'tx errors')))
 
 
 def mlx5_vf(address='0000:08:00.2'):
     return FakeMgmtdev('pci', address, frozenset(NET_ATTRS), 16,
                        0x3_0f0f_3fef | (1 << 22), max_devices=1,
-                       vendor_stats=True)
+                       vendor_stats=lambda i: ('received_desc',
+                                               'completed_desc'))
 
 
 @dataclasses.dataclass
@@ -220,22 +226,22 @@ class FakeKernel:
         if 'VDPA_ATTR_DEV_QUEUE_INDEX' not in attrs:
             raise NetlinkError(errno.EINVAL)
         d = self._find_dev(attrs)
-        if not d.mgmtdev.vendor_stats:
+        if d.mgmtdev.vendor_stats is None:
             raise NetlinkError(errno.EOPNOTSUPP)
         negotiated = self._negotiated(d)
         if negotiated is None:
             raise NetlinkError(errno.EAGAIN,
                                'vdpa: feature negotiation not complete')
-        return [('VDPA_ATTR_DEV_NAME', d.name),
-                ('VDPA_ATTR_DEV_ID', model.VIRTIO_ID_NET),
-                ('VDPA_ATTR_DEV_NET_CFG_MAX_VQP', d.max_vqp),
-                ('VDPA_ATTR_DEV_NEGOTIATED_FEATURES', negotiated),
-                ('VDPA_ATTR_DEV_QUEUE_INDEX',
-                 attrs['VDPA_ATTR_DEV_QUEUE_INDEX']),
-                ('VDPA_ATTR_DEV_VENDOR_ATTR_NAME', 'received_desc'),
-                ('VDPA_ATTR_DEV_VENDOR_ATTR_VALUE', 7),
-                ('VDPA_ATTR_DEV_VENDOR_ATTR_NAME', 'completed_desc'),
-                ('VDPA_ATTR_DEV_VENDOR_ATTR_VALUE', 5)]
+        index = attrs['VDPA_ATTR_DEV_QUEUE_INDEX']
+        out = [('VDPA_ATTR_DEV_NAME', d.name),
+               ('VDPA_ATTR_DEV_ID', model.VIRTIO_ID_NET),
+               ('VDPA_ATTR_DEV_NET_CFG_MAX_VQP', d.max_vqp),
+               ('VDPA_ATTR_DEV_NEGOTIATED_FEATURES', negotiated),
+               ('VDPA_ATTR_DEV_QUEUE_INDEX', index)]
+        for n, stat in enumerate(d.mgmtdev.vendor_stats(index)):
+            out += [('VDPA_ATTR_DEV_VENDOR_ATTR_NAME', stat),
+                    ('VDPA_ATTR_DEV_VENDOR_ATTR_VALUE', 7 - n)]
+        return out
 
     def _dev_new(self, attrs):
         name = attrs.get('VDPA_ATTR_DEV_NAME')
