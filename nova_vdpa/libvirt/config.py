@@ -129,17 +129,17 @@ class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
             dev.append(etree.Element('source', dev=self.source_dev))
         if self.model is not None:
             dev.append(etree.Element('model', type=self.model))
-        driver = etree.Element('driver')
+        driver = {}
         for attr, field in self._DRIVER_INTS:
             value = getattr(self, field)
             if value is not None:
-                driver.set(attr, str(value))
+                driver[attr] = str(value)
         for attr, field in self._DRIVER_SWITCHES:
             value = getattr(self, field)
             if value is not None:
-                driver.set(attr, self.get_on_off_str(value))
-        if driver.attrib:
-            dev.append(driver)
+                driver[attr] = 'on' if value else 'off'
+        if driver:
+            dev.append(etree.Element('driver', driver))
         if self.mtu is not None:
             dev.append(etree.Element('mtu', size=str(self.mtu)))
         if self.boot_order is not None:

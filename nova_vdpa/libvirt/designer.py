@@ -48,6 +48,14 @@ case against the real daemons):
   relaying every kick. Rendered whenever libvirt has it.
 * ``<boot order>``, ``<alias name='ua-...'>``, ``<address type='pci'>``:
   accepted and reported back as given.
+* Hotplug: attach and detach work on a slot that can take them (a PCIe
+  root port on q35; i440fx without ACPI answers "Bus 'pci.0' does not
+  support hotplugging"). After a detach QEMU closes the chardev, which can
+  then be opened again. An attach that QEMU's ``device_add`` refused
+  (the i440fx case) left the chardev open in QEMU until the domain was
+  destroyed, so retrying on the same device fails with EBUSY; one that
+  libvirt refused first ("No more available PCI slots") left nothing
+  behind.
 """
 
 import dataclasses
