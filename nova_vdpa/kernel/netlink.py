@@ -193,18 +193,21 @@ class VdpaClient:
         msg['version'] = GENL_VERSION
         msg['attrs'] = attrs
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        failure: tuple[int, str | None] | None = None
         try:
             # Materialise inside the try: errors surface while reading.
             replies = list(self._sock.nlm_request(
                 msg, msg_type=self._sock.prid, msg_flags=flags))
         except NetlinkError as e:
             extack = e.args[1] if len(e.args) > 1 else None
-            if extack == _strerror(e.code):
-                extack = None
-            _raise_for_errno(e.code, command, ctx, extack)
+            failure = (e.code, None if extack == _strerror(e.code)
+                       else extack)
         except OSError as e:
             raise exception.VdpaKernelError(
-                reason='netlink I/O error: %s' % e, **ctx)
+                reason='netlink I/O error: %s' % e, **ctx) from None
+        if failure is not None:
+            # Raised outside the handler: callers see only our error.
+            _raise_for_errno(failure[0], command, ctx, failure[1])
         return iter([r for r in replies if isinstance(r, vdpamsg)])
 
     @staticmethod

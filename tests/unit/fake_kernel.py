@@ -10,6 +10,8 @@ test (tests/functional/test_kernel_*.py) checks against the real kernel:
   vdpasim_net), a duplicate name EEXIST, MTU < 68 ERANGE, max_vqp 0
   EINVAL, an mlx5-like management device takes one device (ENOSPC);
 * replies are tagged with the NEW command numbers;
+* vendor queue statistics exist once a driver negotiated features (EAGAIN
+  on vhost_vdpa before a VMM attaches), with vdpasim_net's counter names;
 * a new device autoprobes to the bus driver that registered first;
   driver_override + drivers_probe, unbind and bind behave as on the bus;
 * a vhost-vdpa node admits one opener (EBUSY), and deleting a device whose
