@@ -24,7 +24,8 @@ case against the real daemons):
 * ``<model type=...>``: anything but ``virtio`` is rejected ("invalid model
   for interface of type 'vdpa'"); without ``<model>`` libvirt fills in
   ``virtio``. We always render ``virtio``, so what libvirt reports back
-  equals what we sent.
+  equals what we sent (``<driver page_per_vq>`` is itself refused for a
+  non-virtio model).
 * ``<driver queues='N'/>``: accepted whatever the device offers. On
   vdpa_sim_net (no ``VIRTIO_NET_F_MQ``, one queue pair) ``queues='2'``
   still starts with ``mq=on`` and more MSI-X vectors on QEMU's virtio-net,
@@ -48,14 +49,14 @@ case against the real daemons):
   relaying every kick. Rendered whenever libvirt has it.
 * ``<boot order>``, ``<alias name='ua-...'>``, ``<address type='pci'>``:
   accepted and reported back as given.
-* Hotplug: attach and detach work on a slot that can take them (a PCIe
-  root port on q35; i440fx without ACPI answers "Bus 'pci.0' does not
-  support hotplugging"). After a detach QEMU closes the chardev, which can
-  then be opened again. An attach that QEMU's ``device_add`` refused
-  (the i440fx case) left the chardev open in QEMU until the domain was
-  destroyed, so retrying on the same device fails with EBUSY; one that
-  libvirt refused first ("No more available PCI slots") left nothing
-  behind.
+* Hotplug: attach and detach work on a slot that can take them (a free
+  PCIe root port; i440fx without ACPI answers "Bus 'pci.0' does not
+  support hotplugging"). After a detach the interface is gone from the
+  domain and from QEMU, and in a running guest QEMU closes the chardev,
+  which can be opened again. In a *paused* guest QEMU 7.2 closes no fd of
+  a removed fdset (its cleanup skips a VM that is not running), so there
+  the detached (or refused-attach) device stayed busy until the domain was
+  destroyed: a new open got EBUSY, and ``vdpa dev del`` would block.
 """
 
 import dataclasses
