@@ -46,6 +46,9 @@ RESULTS_DIR = REPO / '.test-results'
 HOST_PACKAGES = [
     'qemu-system-x86', 'udev', 'kmod', 'busybox-static', 'iproute2',
     'libvirt-daemon-system', 'libvirt-clients', 'libvirt-dev', 'pkg-config',
+    # xmllint: virt-xml-validate (libvirt-clients) needs it, Debian only
+    # recommends it.
+    'libxml2-utils',
     'openvswitch-switch', 'make', 'gcc', 'gcc-12', 'libc6-dev', 'xz-utils',
     'bc', 'flex', 'bison',
 ]
