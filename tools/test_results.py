@@ -21,18 +21,26 @@ RESULTS = pathlib.Path(__file__).resolve().parent.parent / '.test-results'
 
 def count(path):
     """Return {passed, failed, skipped} for one subunit v2 stream."""
-    statuses = []
-    result = testtools.StreamToDict(lambda test: statuses.append(
-        test['status']))
+    outcome = {}
+
+    def on_test(test):
+        # ``subunit.run discover`` first lists every test as 'exists'; a
+        # listed test that never reports an outcome (the guest died
+        # mid-run) counts as failed.
+        if test['status'] != 'exists' or test['id'] not in outcome:
+            outcome[test['id']] = test['status']
+
+    result = testtools.StreamToDict(on_test)
     with open(path, 'rb') as stream:
         case = subunit.ByteStreamToStreamResult(stream,
                                                 non_subunit_name='stdout')
         result.startTestRun()
         case.run(result)
         result.stopTestRun()
+    statuses = list(outcome.values())
     passed = sum(s in ('success', 'xfail') for s in statuses)
     skipped = statuses.count('skip')
-    # Everything else (fail, uxsuccess, a test that never finished) fails.
+    # Everything else (fail, uxsuccess, never finished) fails.
     return {'passed': passed, 'skipped': skipped,
             'failed': len(statuses) - passed - skipped}
 

@@ -10,12 +10,11 @@ avoided (define only, no start).
 One domain carries all variants (one interface per variant, each on its
 own device), so the file starts QEMU twice in all: a start costs seconds
 under TCG.
-Devices are made with iproute2's ``vdpa`` and sysfs writes until the
-kernel client of nova-vdpa lands.
+Devices are made and released through nova-vdpa's kernel boundary
+(``nova_vdpa.kernel.lifecycle``).
 """
 
 import errno
-import glob
 import json
 import os
 import subprocess
@@ -26,11 +25,13 @@ import uuid
 from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
+from nova_vdpa.kernel import lifecycle
+from nova_vdpa.kernel import netlink
+from nova_vdpa.kernel import sysfs
 from nova_vdpa.libvirt import config
 from nova_vdpa.libvirt import designer
 from tests.functional import base
 
-SYS_VDPA = '/sys/bus/vdpa'
 DOMAIN = 'nova-vdpa-lvt'
 MQ = {'hw:vif_multiqueue_enabled': 'true'}
 PACKED = {'hw:virtio_packed_ring': 'true'}
@@ -39,42 +40,26 @@ OLDEST = designer.Host(libvirt_version=designer.MIN_LIBVIRT_VDPA,
                        qemu_version=designer.MIN_QEMU_VDPA)
 
 
-def _run(*argv: str) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if proc.returncode:
-        raise RuntimeError('%s failed (%d): %s' % (
-            ' '.join(argv), proc.returncode, proc.stderr.strip()))
-    return proc.stdout
+KERNEL = netlink.VdpaClient()
+SYSFS = sysfs.VdpaSysfs()
 
 
 def create_vhost_vdpa(name: str, mac: str) -> str:
     """Create a vdpa_sim_net device bound to vhost_vdpa; return its chardev.
 
-    The bed loads virtio_vdpa first, so the new device is rebound.
+    The bed loads virtio_vdpa first: nova-vdpa's binding moves it.
     """
-    _run('vdpa', 'dev', 'add', 'name', name, 'mgmtdev', 'vdpasim_net',
-         'mac', mac)
-    dev = os.path.join(SYS_VDPA, 'devices', name)
-    with open(dev + '/driver_override', 'w') as f:
-        f.write('vhost_vdpa')
-    if os.path.exists(dev + '/driver'):
-        with open(dev + '/driver/unbind', 'w') as f:
-            f.write(name)
-    with open(SYS_VDPA + '/drivers_probe', 'w') as f:
-        f.write(name)
-    chardevs = glob.glob(dev + '/vhost-vdpa-*')
-    if len(chardevs) != 1:
-        raise RuntimeError('%s has no vhost-vdpa chardev' % name)
-    return '/dev/' + os.path.basename(chardevs[0])
+    return lifecycle.create_device(KERNEL, SYSFS, name, 'vdpasim_net',
+                                   mac=mac)
 
 
 def device_facts(name: str, chardev: str) -> designer.Device:
-    """The designer's view of a device, from iproute2's ``vdpa -j``."""
-    dev = json.loads(_run('vdpa', '-j', 'dev', 'show', name))['dev'][name]
+    """The designer's view of a device, read back from the kernel."""
+    dev = KERNEL.get_device(name)
     # max_vqs counts an rx and a tx queue per pair, plus the control queue.
     return designer.Device(chardev=chardev,
-                           max_queue_pairs=max(1, dev['max_vqs'] // 2),
-                           max_vq_size=dev['max_vq_size'])
+                           max_queue_pairs=max(1, (dev.max_vqs or 0) // 2),
+                           max_vq_size=dev.max_vq_size)
 
 
 def held_by(pid: int) -> set[str]:
@@ -240,8 +225,8 @@ class LibvirtVdpaBase(base.BedTestCase):
             conn.close()
             cls.conn = None
         for name in cls.chardevs:
-            # `vdpa dev del` of a device QEMU holds blocks: domains first.
-            subprocess.run(['vdpa', 'dev', 'del', name], timeout=120)
+            # Deletion is refused while QEMU holds a device: domains first.
+            lifecycle.delete_device(SYSFS, name)
         super().tearDownClass()
 
     def design(self, name, port_mac, host=None, device=None, vcpus=2,
