@@ -128,6 +128,8 @@ def _raise_for_errno(code: int, command: int, ctx: dict[str, str],
             raise exception.VdpaManagementDeviceNotFound(**kw)
         raise exception.VdpaDeviceNotFound(**kw)
     cls = {
+        # Only genetlink itself answers ENOENT: no family with that id.
+        errno.ENOENT: exception.VdpaNotLoaded,
         errno.EPERM: exception.VdpaPermissionDenied,
         errno.EACCES: exception.VdpaPermissionDenied,
         errno.EEXIST: exception.VdpaDeviceExists,
@@ -162,7 +164,11 @@ class VdpaClient:
     """
 
     def __init__(self, socket_factory: Any = _default_socket) -> None:
-        sock = socket_factory()
+        self._socket_factory = socket_factory
+        self._sock: Any = self._bind()
+
+    def _bind(self) -> Any:
+        sock = self._socket_factory()
         try:
             sock.bind()
         except NetlinkError as e:
@@ -173,11 +179,12 @@ class VdpaClient:
             raise exception.VdpaKernelError(
                 device='-', mgmtdev='-', attribute='family',
                 reason='cannot bind the vdpa family: %s' % e)
-        self._sock = sock
+        return sock
 
     def close(self) -> None:
         """Close the netlink socket."""
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
 
     def __enter__(self) -> 'VdpaClient':
         return self
@@ -188,27 +195,42 @@ class VdpaClient:
     # ------------------------------------------------------------ plumbing
     def _request(self, command: int, attrs: list[tuple[str, Any]],
                  dump: bool, ctx: dict[str, str]) -> Iterator[vdpamsg]:
+        failure = self._send(command, attrs, dump, ctx)
+        if isinstance(failure, tuple) and failure[0] == errno.ENOENT:
+            # genetlink answers ENOENT for a family id it does not know:
+            # the vdpa modules were reloaded (the family got a new id) or
+            # unloaded since this socket bound. The request never reached
+            # vdpa, so binding again and resending once is safe; a family
+            # that is gone raises VdpaNotLoaded from _bind.
+            self._sock.close()
+            self._sock = None  # bound again by _send, or VdpaNotLoaded
+            failure = self._send(command, attrs, dump, ctx)
+        if isinstance(failure, tuple):
+            # Raised outside the handler: callers see only our error.
+            _raise_for_errno(failure[0], command, ctx, failure[1])
+        assert isinstance(failure, list)
+        return iter([r for r in failure if isinstance(r, vdpamsg)])
+
+    def _send(self, command: int, attrs: list[tuple[str, Any]], dump: bool,
+              ctx: dict[str, str]) -> list[Any] | tuple[int, str | None]:
+        """Send one request: the replies, or (errno, extack) on failure."""
+        if self._sock is None:
+            self._sock = self._bind()
         msg = vdpamsg()
         msg['cmd'] = command
         msg['version'] = GENL_VERSION
         msg['attrs'] = attrs
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        failure: tuple[int, str | None] | None = None
         try:
             # Materialise inside the try: errors surface while reading.
-            replies = list(self._sock.nlm_request(
+            return list(self._sock.nlm_request(
                 msg, msg_type=self._sock.prid, msg_flags=flags))
         except NetlinkError as e:
             extack = e.args[1] if len(e.args) > 1 else None
-            failure = (e.code, None if extack == _strerror(e.code)
-                       else extack)
+            return (e.code, None if extack == _strerror(e.code) else extack)
         except OSError as e:
             raise exception.VdpaKernelError(
                 reason='netlink I/O error: %s' % e, **ctx) from None
-        if failure is not None:
-            # Raised outside the handler: callers see only our error.
-            _raise_for_errno(failure[0], command, ctx, failure[1])
-        return iter([r for r in replies if isinstance(r, vdpamsg)])
 
     @staticmethod
     def _mgmtdev_attrs(mgmtdev: str) -> list[tuple[str, Any]]:

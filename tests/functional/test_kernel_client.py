@@ -296,21 +296,29 @@ class TestFamilyMissing(base.BedTestCase):
 
     def test_not_loaded_then_reloaded(self):
         client = netlink.VdpaClient()
+        self.addCleanup(client.close)
         for d in client.list_devices():
             client.delete_device(d.name)
-        client.close()
+        family_id = client._sock.prid
         self._modprobe('-r', 'vdpa_sim_net', 'vdpa_sim', 'vhost_vdpa',
                        'virtio_vdpa', 'vdpa')
         try:
             e = self.assertRaises(exception.VdpaNotLoaded,
                                   netlink.VdpaClient)
             self.assertIn('not loaded', str(e))
+            # A client bound before the unload says the same.
+            self.assertRaises(exception.VdpaNotLoaded, client.list_devices)
         finally:
             for m in MODULES:
                 self._modprobe(m)
         with netlink.VdpaClient() as c:
             self.assertEqual([SIM], [m.handle for m in
                                      c.list_management_devices()])
+            # The reloaded family has a new id...
+            self.assertNotEqual(family_id, c._sock.prid)
+        # ...which the long-lived client follows.
+        self.assertEqual([SIM], [m.handle for m in
+                                 client.list_management_devices()])
 
 
 class TestThreads(KernelTestCase):

@@ -99,6 +99,8 @@ class FakeKernel:
         self.proc = os.path.join(root, 'proc')
         self.bus = os.path.join(self.sys, 'bus', 'vdpa')
         self.loaded = True
+        # genetlink gives the family a new id each time vdpa is loaded.
+        self.family_id = FAMILY_ID
         self.cap_net_admin = True
         self.drivers = list(drivers)  # registration order
         self.mgmtdevs = list(mgmtdevs or [vdpasim_net()])
@@ -425,11 +427,15 @@ class FakeVdpaSocket:
     def bind(self, groups=0, **kwarg):
         if not self.kernel.loaded:
             raise NetlinkError(errno.ENOENT)
+        self.prid = self.kernel.family_id
 
     def close(self):
         self.closed = True
 
     def nlm_request(self, msg, msg_type, msg_flags):
+        if not self.kernel.loaded or msg_type != self.kernel.family_id:
+            # genetlink: no family with that id.
+            raise NetlinkError(errno.ENOENT)
         msg['header']['type'] = msg_type
         msg['header']['flags'] = msg_flags
         msg.encode()

@@ -159,6 +159,28 @@ class TestErrors(KernelTestCase):
         e = self.assertRaises(exception.VdpaNotLoaded, self.kernel.client)
         self.assertIn('not loaded', str(e))
 
+    def test_client_rebinds_after_the_family_is_reloaded(self):
+        client = self.kernel.client()
+        client.create_device('vd0', 'vdpasim_net')
+        # Reloading the modules gives the family a new id: a long-lived
+        # client (nova-compute's) must follow it, not fail forever.
+        self.kernel.family_id += 1
+        self.assertEqual(['vd0'], [d.name for d in client.list_devices()])
+        client.create_device('vd1', 'vdpasim_net')
+        self.assertEqual(['vd0', 'vd1'],
+                         sorted(d.name for d in client.list_devices()))
+
+    def test_family_unloaded_after_bind(self):
+        client = self.kernel.client()
+        self.kernel.loaded = False
+        e = self.assertRaises(exception.VdpaNotLoaded, client.list_devices)
+        self.assertIn('not loaded', str(e))
+        self.assertRaises(exception.VdpaNotLoaded, client.list_devices)
+        # Loaded again (with a new family id): the same client works.
+        self.kernel.loaded = True
+        self.kernel.family_id += 1
+        self.assertEqual([], client.list_devices())
+
     def test_kernel_range_error_carries_extack(self):
         # Our own checks stop MTU < 68 first; talk to the kernel directly
         # to see how its policy error is mapped.
