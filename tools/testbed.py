@@ -50,7 +50,7 @@ HOST_PACKAGES = [
     # recommends it.
     'libxml2-utils',
     'openvswitch-switch', 'make', 'gcc', 'gcc-12', 'libc6-dev', 'xz-utils',
-    'bc', 'flex', 'bison',
+    'bc', 'flex', 'bison', 'libelf-dev',
 ]
 VIRTME_NG = 'virtme-ng==1.42'
 KERNEL_SERIES = '6.12'
