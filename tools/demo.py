@@ -95,10 +95,9 @@ def main():
         step('define and start a paused guest (libvirt + QEMU)')
         domain = conn.defineXML(guest_xml(iface, vcpus=2))
         domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
-        for holder in bus.holders(chardev):
-            print(f'{chardev} held by pid {holder.pid}: '
-                  f'{holder.cmdline[:60]}')
-        with open(f'/proc/{bus.holders(chardev)[0].pid}/cmdline') as f:
+        [qemu] = bus.holders(chardev)
+        print(f'{chardev} held by pid {qemu.pid}: {qemu.cmdline[:60]}')
+        with open(f'/proc/{qemu.pid}/cmdline') as f:
             args = f.read().split('\0')
         print('QEMU: ' + next(a for a in args if 'vhost-vdpa' in a))
 

@@ -45,15 +45,18 @@ def count(path):
             'failed': len(statuses) - passed - skipped}
 
 
+def line(counts):
+    return (f'{counts["passed"]} passed, {counts["failed"]} failed, '
+            f'{counts["skipped"]} skipped')
+
+
 def save(env):
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f'{env}.subunit'
     with open(out, 'wb') as f:
         subprocess.run([sys.executable, '-m', 'stestr', 'last', '--subunit'],
                        stdout=f, check=True)
-    c = count(out)
-    print(f'{env}: {c["passed"]} passed, {c["failed"]} failed, '
-          f'{c["skipped"]} skipped')
+    print(f'{env}: {line(count(out))}')
     return 0
 
 
@@ -63,10 +66,8 @@ def summary():
         c = count(path)
         for k in total:
             total[k] += c[k]
-        print(f'{path.stem}: {c["passed"]} passed, {c["failed"]} failed, '
-              f'{c["skipped"]} skipped')
-    print(f'{total["passed"]} passed, {total["failed"]} failed, '
-          f'{total["skipped"]} skipped')
+        print(f'{path.stem}: {line(c)}')
+    print(line(total))
     return 1 if total['failed'] or not total['passed'] else 0
 
 

@@ -195,8 +195,8 @@ class VdpaClient:
     # ------------------------------------------------------------ plumbing
     def _request(self, command: int, attrs: list[tuple[str, Any]],
                  dump: bool, ctx: dict[str, str]) -> Iterator[vdpamsg]:
-        failure = self._send(command, attrs, dump, ctx)
-        if isinstance(failure, tuple) and failure[0] == errno.ENOENT:
+        answer = self._send(command, attrs, dump, ctx)
+        if isinstance(answer, tuple) and answer[0] == errno.ENOENT:
             # genetlink answers ENOENT for a family id it does not know:
             # the vdpa modules were reloaded (the family got a new id) or
             # unloaded since this socket bound. The request never reached
@@ -204,12 +204,11 @@ class VdpaClient:
             # that is gone raises VdpaNotLoaded from _bind.
             self._sock.close()
             self._sock = None  # bound again by _send, or VdpaNotLoaded
-            failure = self._send(command, attrs, dump, ctx)
-        if isinstance(failure, tuple):
+            answer = self._send(command, attrs, dump, ctx)
+        if isinstance(answer, tuple):
             # Raised outside the handler: callers see only our error.
-            _raise_for_errno(failure[0], command, ctx, failure[1])
-        assert isinstance(failure, list)
-        return iter([r for r in failure if isinstance(r, vdpamsg)])
+            _raise_for_errno(answer[0], command, ctx, answer[1])
+        return iter([r for r in answer if isinstance(r, vdpamsg)])
 
     def _send(self, command: int, attrs: list[tuple[str, Any]], dump: bool,
               ctx: dict[str, str]) -> list[Any] | tuple[int, str | None]:

@@ -81,6 +81,10 @@ class VdpaSysfs:
         return cls(device=name, mgmtdev='-', attribute=attribute,
                    reason=reason)
 
+    def _not_on_bus(self, name: str) -> Exception:
+        return self._error(exception.VdpaDeviceNotFound, name, 'sysfs',
+                           'not on the vdpa bus')
+
     def exists(self, name: str) -> bool:
         """Whether the vdpa bus has a device called ``name``."""
         return os.path.isdir(self._device_dir(name))
@@ -95,9 +99,7 @@ class VdpaSysfs:
             return os.path.basename(os.readlink(path + '/driver'))
         except FileNotFoundError:
             if not os.path.isdir(path):
-                raise exception.VdpaDeviceNotFound(
-                    device=name, mgmtdev='-', attribute='sysfs',
-                    reason='not on the vdpa bus')
+                raise self._not_on_bus(name)
             return None
 
     def parent(self, name: str) -> str | None:
@@ -164,9 +166,7 @@ class VdpaSysfs:
             children = [c for c in os.listdir(path)
                         if c.startswith('vhost-vdpa-')]
         except FileNotFoundError:
-            raise exception.VdpaDeviceNotFound(
-                device=name, mgmtdev='-', attribute='sysfs',
-                reason='not on the vdpa bus')
+            raise self._not_on_bus(name)
         if len(children) != 1:
             raise self._error(
                 exception.VdpaChardevNotFound, name, 'vhost-vdpa-*',
@@ -251,10 +251,7 @@ class VdpaSysfs:
         :param address: the VF's PCI address, ``0000:08:00.2``.
         :raises: VdpaSysfsError when ``address`` is not a VF.
         """
-        if ('/' in address or address in ('.', '..')
-                or not address.replace(':', '').replace('.', '').isalnum()):
-            raise self._error(exception.VdpaInvalidArgument, '-', 'pci',
-                              'bad PCI address %r' % address)
+        validate.pci_address(address)
         pci = os.path.join(self.sys_root, 'bus', 'pci', 'devices')
         vf_dir = os.path.join(pci, address)
         try:

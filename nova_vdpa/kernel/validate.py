@@ -92,6 +92,14 @@ def queue_index(value: int, device: str = '-') -> None:
                    % (value,))
 
 
+def pci_address(address: str) -> None:
+    """:raises: VdpaInvalidArgument unless a safe PCI address path part."""
+    if (not isinstance(address, str) or '/' in address
+            or address in ('.', '..')
+            or not address.replace(':', '').replace('.', '').isalnum()):
+        raise _bad('-', 'pci', 'bad PCI address %r' % (address,))
+
+
 def create_args(name: str, mgmtdev: str, mac_: str | None, mtu_: int | None,
                 max_vqp: int | None, features: int | None) -> None:
     """Check everything a device creation sends.
