@@ -150,6 +150,7 @@ def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str,
         VdpaPermissionDenied, VdpaInvalidArgument
     """
     validate.device_name(name)
+    validate.delete_timeout(timeout, name)
     worker = _worker(client_factory)
     check_not_in_use(sysfs, name, lambda: worker.mgmtdev(name))
     worker.run(name, timeout)

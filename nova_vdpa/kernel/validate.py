@@ -17,6 +17,8 @@ MTU_MIN = 68
 MTU_MAX = 65535
 #: VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX
 MAX_VQ_PAIRS = 0x8000
+#: longest wait for a deletion, in seconds
+MAX_DELETE_TIMEOUT = 300
 
 # Letters, digits, '_' and '-', starting with a letter or digit: no '/',
 # no '.', so neither 'a/../b' nor '..' can be formed.
@@ -45,6 +47,14 @@ def device_name(name: str) -> None:
         raise _bad(repr(name), 'name',
                    'a device name is 1-%d letters, digits, "_" or "-", '
                    'starting with a letter or digit' % MAX_NAME_LEN)
+
+
+def delete_timeout(value: float, device: str = '-') -> None:
+    """:raises: VdpaInvalidArgument unless 0 < ``value`` <= 300 seconds."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 < value <= MAX_DELETE_TIMEOUT):
+        raise _bad(device, 'timeout', 'deletion timeout %r is not in '
+                   '(0, %d] seconds' % (value, MAX_DELETE_TIMEOUT))
 
 
 def mgmtdev_handle(handle: str) -> None:

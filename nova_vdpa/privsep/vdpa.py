@@ -79,8 +79,7 @@ def delete_device(name: str,
         VdpaDeleteTimeout, VdpaDeviceNotFound.
     """
     validate.device_name(name)
-    if not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
-        raise ValueError('timeout must be in (0, 300] seconds')
+    validate.delete_timeout(timeout, name)
     _delete_device(name, float(timeout))
 
 

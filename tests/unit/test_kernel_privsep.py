@@ -80,10 +80,15 @@ class TestChecksBeforeEscalation(PrivsepTestCase):
                 lambda: priv_vdpa.create_device('x', 'vdpasim_net',
                                                 max_vq_pairs=0),
                 lambda: priv_vdpa.bind_device('a/b'),
-                lambda: priv_vdpa.delete_device('..')):
+                lambda: priv_vdpa.delete_device('..'),
+                lambda: priv_vdpa.delete_device('x', timeout=0),
+                lambda: priv_vdpa.delete_device('x', timeout=301),
+                lambda: priv_vdpa.delete_device('x', timeout=True)):
             self.assertRaises(exception.VdpaInvalidArgument, call)
-        self.assertRaises(ValueError, priv_vdpa.delete_device, 'x',
-                          timeout=0)
+        e = self.assertRaises(exception.VdpaInvalidArgument,
+                              priv_vdpa.delete_device, 'x', timeout=-1)
+        self.assertIn('timeout', str(e))
+        self.assertIn('x', str(e))
 
     def test_valid_call_would_escalate(self):
         nova_vdpa.privsep.vdpa_pctxt.set_client_mode(True)

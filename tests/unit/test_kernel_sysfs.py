@@ -201,6 +201,14 @@ class TestInUse(base.KernelTestCase):
                           lifecycle.delete_device, self.sysfs, 'nope',
                           client_factory=self.kernel.client)
 
+    def test_bad_timeout_refused_before_anything(self):
+        for bad in (0, -1, 301, 'ten', None):
+            self.assertRaises(exception.VdpaInvalidArgument,
+                              lifecycle.delete_device, self.sysfs, 'vd0',
+                              timeout=bad, client_factory=self.kernel.client)
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
+
     def test_worker_threads_are_reused(self):
         before = threading.active_count()
         for i in range(5):
