@@ -28,6 +28,10 @@ export NOVA_VDPA_TESTBED_LOGS=$logs NOVA_VDPA_TESTBED_SERVICES=$services
 note() { echo "testbed-guest: $*" >&2; }
 fail() { note "$*"; echo 125 > "$results/status"; exit 125; }
 
+# Warnings and worse reach the console, which the host keeps in
+# $results/console.log: an oops or a panic that kills the VM is in there.
+echo 5 > /proc/sys/kernel/printk
+
 for m in ${modules//,/ }; do
     modprobe "$m" || fail "cannot load kernel module $m"
 done
@@ -110,6 +114,7 @@ for s in $started; do "${s}_stop"; done
 if [ "$rc" -eq 0 ]; then
     rm -rf "$logs"
 else
+    dmesg > "$logs/dmesg.log" 2>&1
     note "command failed with status $rc; logs kept in $logs"
 fi
 echo "$rc" > "$results/status"

@@ -73,7 +73,18 @@ OOT_MODULES = {
 GUEST_MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim_net',
                  'netdevsim', 'openvswitch']
 BOOT_APPEND = ('modprobe.blacklist=ahci,libahci,iTCO_wdt,i2c_i801,lpc_ich,'
-               'pcspkr,psmouse')
+               'pcspkr,psmouse console=hvc0')
+# vng sends the kernel console (ttyS0) to /dev/null. A second console on a
+# virtio console port (hvc0: the 8250 driver serves only one ttyS console)
+# writes it to the run folder, so that a guest that dies (an oops, a
+# panic) says why.
+CONSOLE_LOG = 'console.log'
+# Multi-threaded TCG (QEMU's default: one host thread per vCPU) lets a
+# vCPU run a stale int3 while the kernel live-patches its text (static keys
+# flip when modules load); the kernel then dies with "Oops: int3" in
+# __schedule. Seen about once in five runs. One TCG thread for all vCPUs
+# makes code changes visible to every vCPU at once.
+TCG_OPTS = '-accel tcg,thread=single'
 
 
 class BedError(Exception):
@@ -347,6 +358,27 @@ def prepare():
     return info
 
 
+def vng_argv(info, rundir, guest, memory, cpus):
+    """The vng command line that boots ``info``'s kernel and runs ``guest``.
+
+    The kernel console goes to ``rundir``/console.log; under TCG all vCPUs
+    share one QEMU thread (see TCG_OPTS).
+    """
+    qemu_opts = (f'-chardev file,id=nvconsole,path={rundir / CONSOLE_LOG} '
+                 '-device virtio-serial-pci,id=nvconsolebus '
+                 '-device virtconsole,chardev=nvconsole,bus=nvconsolebus.0')
+    if not info['kvm']:
+        qemu_opts += ' ' + TCG_OPTS
+    argv = [str(vng_path()), '--run', info['vmlinuz'], '-m', memory,
+            '-p', str(cpus), '--rwdir', str(rundir), '--append', BOOT_APPEND,
+            '--exec', shlex.join(guest),
+            # "=": the value starts with a dash.
+            f'--qemu-opts={qemu_opts}']
+    if not info['kvm']:
+        argv.insert(1, '--disable-kvm')
+    return argv
+
+
 def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
     """Boot the bed, run ``command`` (argv) as root inside, return status.
 
@@ -361,11 +393,7 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
     guest = [str(REPO / 'tools' / 'testbed-guest.sh'),
              '--results', str(rundir), '--modules', ','.join(GUEST_MODULES),
              '--services', ','.join(services), '--', *command]
-    argv = [str(vng_path()), '--run', info['vmlinuz'], '-m', memory,
-            '-p', str(cpus), '--rwdir', str(rundir), '--append', BOOT_APPEND,
-            '--exec', shlex.join(guest)]
-    if not info['kvm']:
-        argv.insert(1, '--disable-kvm')
+    argv = vng_argv(info, rundir, guest, memory, cpus)
     log(f'booting {info["kernelrelease"]} under '
         f'{"KVM" if info["kvm"] else "TCG"}: {shlex.join(command)}')
     t0 = time.monotonic()
@@ -382,11 +410,21 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
     if not status_file.exists():
         raise BedError(
             f'the VM did not run the command (vng exit status {rc} after '
-            f'{time.monotonic() - t0:.0f} s); see the output above')
+            f'{time.monotonic() - t0:.0f} s); the end of its kernel '
+            f'console ({rundir / CONSOLE_LOG}):\n'
+            + console_tail(rundir / CONSOLE_LOG))
     status = int(status_file.read_text().strip())
     log(f'guest finished with status {status} after '
         f'{time.monotonic() - t0:.0f} s')
     return status, rundir
+
+
+def console_tail(path, lines=60):
+    try:
+        text = path.read_text(errors='replace')
+    except OSError as e:
+        return f'(no console log: {e})'
+    return '\n'.join(text.splitlines()[-lines:]) or '(empty)'
 
 
 def discard(rundir):

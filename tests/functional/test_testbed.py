@@ -66,6 +66,27 @@ class TestKernel(base.BedTestCase):
         os.close(os.open(node, os.O_RDWR))
 
 
+class TestConsole(base.BedTestCase):
+
+    def test_kernel_warnings_reach_the_console_log(self):
+        # What lets a run whose guest died (an oops, a panic) say why: the
+        # host keeps the kernel console in the run folder.
+        with open('/proc/consoles') as f:
+            self.assertIn('hvc0', f.read())
+        marker = 'nova-vdpa console check %d' % os.getpid()
+        with open('/dev/kmsg', 'w') as f:
+            f.write('<4>%s\n' % marker)
+        log = os.path.join(os.environ['NOVA_VDPA_TESTBED_RESULTS'],
+                           'console.log')
+        deadline = time.monotonic() + 10
+        seen = ''
+        while marker not in seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with open(log) as f:
+                seen = f.read()
+        self.assertIn(marker, seen)
+
+
 class TestLibvirt(base.BedTestCase):
     services = ('libvirt',)
 
