@@ -54,8 +54,11 @@ def guest_xml(interface, vcpus):
 
 
 def main():
-    client = netlink.VdpaClient()
-    bus = sysfs.VdpaSysfs()
+    with netlink.VdpaClient() as client:
+        return walk(client, sysfs.VdpaSysfs())
+
+
+def walk(client, bus):
 
     step('management devices (vdpa netlink, nova_vdpa.kernel.netlink)')
     for mgmt in client.list_management_devices():

@@ -12,7 +12,9 @@ of nova-vdpa (and the privsep entrypoints) need:
 Only the standard library and nova_vdpa.kernel are imported here.
 """
 
+import atexit
 import concurrent.futures
+import queue
 import threading
 from typing import Any, Callable
 
@@ -84,35 +86,72 @@ def check_not_in_use(sysfs: sysfs_mod.VdpaSysfs, name: str,
 
 
 class _DeleteWorker:
-    """One thread with its own netlink socket, running DEV_DEL requests."""
+    """One thread with its own netlink socket, running DEV_DEL requests.
+
+    Hand-made rather than a ThreadPoolExecutor so that the thread closes
+    its own socket at exit: pyroute2 keeps one asyncio event loop per
+    thread, which only that thread can close; left to the garbage
+    collector it prints an "Invalid file descriptor" traceback.
+
+    A daemon thread, so Python's exit does not wait for it; the kernel
+    still does: DEV_DEL waits uninterruptibly for the chardev's holder, so
+    a process with a stuck deletion ends only once the holder closes it
+    (seen in the bed). Refusing in-use devices first keeps that to the
+    window between the check and the request.
+    """
+
+    #: seconds the exit hook waits for the thread to close its socket
+    EXIT_WAIT = 2.0
 
     def __init__(self, client_factory: ClientFactory) -> None:
         self._factory = client_factory
-        self._local = threading.local()
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix='vdpa-delete')
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name='vdpa-delete')
+        self._thread.start()
+        atexit.register(self.stop)
 
-    def _client(self) -> netlink.VdpaClient:
-        client = getattr(self._local, 'client', None)
-        if client is None:
-            client = self._local.client = self._factory()
-        return client
+    def _serve(self) -> None:
+        client = None
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                future, fn, name = job
+                if not future.set_running_or_notify_cancel():
+                    continue  # cancelled while queued
+                try:
+                    if client is None:
+                        client = self._factory()
+                    future.set_result(fn(client, name))
+                except BaseException as e:
+                    future.set_exception(e)
+        finally:
+            if client is not None:
+                client.close()
 
-    def _delete(self, name: str) -> None:
-        self._client().delete_device(name)
+    def _submit(self, fn: Callable[[netlink.VdpaClient, str], Any],
+                name: str) -> 'concurrent.futures.Future[Any]':
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((future, fn, name))
+        return future
 
-    def _mgmtdev(self, name: str) -> str:
-        return self._client().get_device(name).mgmtdev
+    def stop(self) -> None:
+        """Let the thread close its socket and end (a stuck one stays)."""
+        self._jobs.put(None)
+        self._thread.join(self.EXIT_WAIT)
 
     def mgmtdev(self, name: str) -> str:
         """The management device of ``name`` ('?' if it cannot be read)."""
         try:
-            return self._pool.submit(self._mgmtdev, name).result(timeout=5)
+            return self._submit(lambda c, n: c.get_device(n).mgmtdev,
+                                name).result(timeout=5)
         except Exception:
             return '?'
 
     def run(self, name: str, timeout: float) -> None:
-        future = self._pool.submit(self._delete, name)
+        future = self._submit(lambda c, n: c.delete_device(n), name)
         try:
             future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:

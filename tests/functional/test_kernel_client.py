@@ -8,7 +8,9 @@ binding, exclusive chardev open, blocking deletion, the absent family.
 
 import errno
 import os
+import pathlib
 import subprocess
+import sys
 import threading
 import time
 
@@ -19,6 +21,7 @@ from nova_vdpa.kernel import sysfs
 from tests.functional import base
 
 SIM = 'vdpasim_net'
+REPO = str(pathlib.Path(__file__).resolve().parents[2])
 MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim_net']
 
 
@@ -287,6 +290,52 @@ class TestInUse(KernelTestCase):
         # The worker is free again.
         self.create('use1')
         lifecycle.delete_device(self.sysfs, 'use1')
+
+    def test_stuck_deletion_holds_its_process_until_the_holder_closes(self):
+        # What the fake kernel cannot show: DEV_DEL waits uninterruptibly
+        # (vhost_vdpa_remove), so a process that gave up on a deletion
+        # cannot end before the holder closes the chardev, whatever Python
+        # does with the deleting thread at exit.
+        child = subprocess.Popen(
+            [sys.executable, '-c', _RACY_DELETE, 'use0'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+        self.addCleanup(child.kill)
+        self.assertEqual('checked', child.stdout.readline().strip())
+        fd = os.open(self.node, os.O_RDWR)
+        child.stdin.write('\n')
+        child.stdin.flush()
+        self.assertEqual('timed out', child.stdout.readline().strip())
+        self.assertRaises(subprocess.TimeoutExpired, child.wait, timeout=3)
+        wchans = []
+        for tid in os.listdir('/proc/%d/task' % child.pid):
+            with open('/proc/%d/task/%s/wchan' % (child.pid, tid)) as f:
+                wchans.append(f.read())
+        self.assertIn('vhost_vdpa_remove', wchans)
+        os.close(fd)
+        self.assertEqual(0, child.wait(timeout=30))
+        self.assertEqual([], self.client.list_devices())
+
+
+# Run by test_stuck_deletion_holds_its_process_until_the_holder_closes: a
+# deletion whose chardev the parent opens right after the in-use check.
+_RACY_DELETE = """
+import sys
+from nova_vdpa import exception
+from nova_vdpa.kernel import lifecycle, sysfs
+
+class Racy(sysfs.VdpaSysfs):
+    def is_open(self, chardev):
+        busy = super().is_open(chardev)
+        print('checked', flush=True)
+        sys.stdin.readline()
+        return busy
+
+try:
+    lifecycle.delete_device(Racy(), sys.argv[1], timeout=1)
+except exception.VdpaDeleteTimeout:
+    print('timed out', flush=True)
+"""
 
 
 class TestFamilyMissing(base.BedTestCase):

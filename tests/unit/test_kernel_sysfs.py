@@ -216,3 +216,41 @@ class TestInUse(base.KernelTestCase):
             lifecycle.delete_device(self.sysfs, 'x%d' % i,
                                     client_factory=self.kernel.client)
         self.assertLessEqual(threading.active_count(), before + 1)
+
+
+class TestDeleteWorker(base.KernelTestCase):
+
+    def test_socket_closed_by_its_own_thread_on_stop(self):
+        made = []
+
+        def factory():
+            client = self.kernel.client()
+            made.append(client)
+            return client
+
+        self.client.create_device('vd0', 'vdpasim_net')
+        worker = lifecycle._DeleteWorker(factory)
+        worker.run('vd0', timeout=5)
+        self.assertEqual([], self.client.list_devices())
+        [client] = made
+        closed_in = []
+        sock = client._sock
+        sock.close = lambda: closed_in.append(
+            threading.current_thread().name)
+        worker.stop()
+        self.assertEqual(['vdpa-delete'], closed_in)
+        self.assertFalse(worker._thread.is_alive())
+
+    def test_cancelled_request_never_runs(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+        worker = lifecycle._DeleteWorker(self.kernel.client)
+        self.addCleanup(worker.stop)
+        gate = threading.Event()
+        blocker = worker._submit(lambda c, n: gate.wait(5), 'x')
+        queued = worker._submit(lambda c, n: c.delete_device(n), 'vd0')
+        self.assertTrue(queued.cancel())
+        gate.set()
+        blocker.result(timeout=5)
+        worker._submit(lambda c, n: None, 'sync').result(timeout=5)
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
