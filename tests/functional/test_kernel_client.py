@@ -300,9 +300,14 @@ class TestInUse(KernelTestCase):
             [sys.executable, '-c', _RACY_DELETE, 'use0'],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+        self.addCleanup(child.stdout.close)
+        self.addCleanup(child.stdin.close)
         self.addCleanup(child.kill)
         self.assertEqual('checked', child.stdout.readline().strip())
         fd = os.open(self.node, os.O_RDWR)
+        held = [fd]
+        # On failure, let the child's deletion finish before the next test.
+        self.addCleanup(lambda: held and os.close(held.pop()))
         child.stdin.write('\n')
         child.stdin.flush()
         self.assertEqual('timed out', child.stdout.readline().strip())
@@ -312,7 +317,7 @@ class TestInUse(KernelTestCase):
             with open('/proc/%d/task/%s/wchan' % (child.pid, tid)) as f:
                 wchans.append(f.read())
         self.assertIn('vhost_vdpa_remove', wchans)
-        os.close(fd)
+        os.close(held.pop())
         self.assertEqual(0, child.wait(timeout=30))
         self.assertEqual([], self.client.list_devices())
 
