@@ -82,8 +82,8 @@ CONSOLE_LOG = 'console.log'
 # Multi-threaded TCG (QEMU's default: one host thread per vCPU) lets a
 # vCPU run a stale int3 while the kernel live-patches its text (static keys
 # flip when modules load); the kernel then dies with "Oops: int3" in
-# __schedule. Seen about once in five runs. One TCG thread for all vCPUs
-# makes code changes visible to every vCPU at once.
+# __schedule (seen in one CI run and in one of two runs after it). One TCG
+# thread for all vCPUs makes code changes visible to every vCPU at once.
 TCG_OPTS = '-accel tcg,thread=single'
 
 
@@ -367,16 +367,15 @@ def vng_argv(info, rundir, guest, memory, cpus):
     qemu_opts = (f'-chardev file,id=nvconsole,path={rundir / CONSOLE_LOG} '
                  '-device virtio-serial-pci,id=nvconsolebus '
                  '-device virtconsole,chardev=nvconsole,bus=nvconsolebus.0')
+    accel = []
     if not info['kvm']:
+        accel = ['--disable-kvm']
         qemu_opts += ' ' + TCG_OPTS
-    argv = [str(vng_path()), '--run', info['vmlinuz'], '-m', memory,
+    return [str(vng_path()), *accel, '--run', info['vmlinuz'], '-m', memory,
             '-p', str(cpus), '--rwdir', str(rundir), '--append', BOOT_APPEND,
             '--exec', shlex.join(guest),
             # "=": the value starts with a dash.
             f'--qemu-opts={qemu_opts}']
-    if not info['kvm']:
-        argv.insert(1, '--disable-kvm')
-    return argv
 
 
 def boot(command, services=(), timeout=3000, memory='3G', cpus=2):

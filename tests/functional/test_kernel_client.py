@@ -239,15 +239,22 @@ class TestInUse(KernelTestCase):
         self.node = lifecycle.create_device(self.client, self.sysfs, 'use0',
                                             SIM)
 
-    def test_refused_promptly_then_deleted(self):
-        fd = os.open(self.node, os.O_RDWR)
-        closed = []
+    def hold(self, node):
+        """Open ``node``; return a release() that closes it once.
 
-        def close():
-            if not closed:
-                os.close(fd)
-                closed.append(1)
-        self.addCleanup(close)
+        Also registered as a cleanup, so a failing test never leaves the
+        kernel blocked on a deletion.
+        """
+        held = [os.open(node, os.O_RDWR)]
+
+        def release():
+            if held:
+                os.close(held.pop())
+        self.addCleanup(release)
+        return release
+
+    def test_refused_promptly_then_deleted(self):
+        close = self.hold(self.node)
         # vhost-vdpa admits one opener.
         e = self.assertRaises(OSError, os.open, self.node, os.O_RDWR)
         self.assertEqual(errno.EBUSY, e.errno)
@@ -267,12 +274,13 @@ class TestInUse(KernelTestCase):
         self.assertFalse(os.path.exists(self.node))
 
     def test_open_after_the_check_times_out_then_completes(self):
-        opened = []
+        releases = []
+        hold = self.hold
 
         class Racy(sysfs.VdpaSysfs):
             def is_open(self, chardev):
                 busy = super().is_open(chardev)
-                opened.append(os.open(chardev, os.O_RDWR))
+                releases.append(hold(chardev))
                 return busy
 
         t0 = time.monotonic()
@@ -281,7 +289,7 @@ class TestInUse(KernelTestCase):
                           timeout=1.0)
         self.assertLess(time.monotonic() - t0, 5)
         # The kernel blocked DEV_DEL; closing lets it finish.
-        os.close(opened[0])
+        releases[0]()
         deadline = time.monotonic() + 30
         while (os.path.exists('/sys/bus/vdpa/devices/use0')
                and time.monotonic() < deadline):
@@ -304,10 +312,7 @@ class TestInUse(KernelTestCase):
         self.addCleanup(child.stdin.close)
         self.addCleanup(child.kill)
         self.assertEqual('checked', child.stdout.readline().strip())
-        fd = os.open(self.node, os.O_RDWR)
-        held = [fd]
-        # On failure, let the child's deletion finish before the next test.
-        self.addCleanup(lambda: held and os.close(held.pop()))
+        release = self.hold(self.node)
         child.stdin.write('\n')
         child.stdin.flush()
         self.assertEqual('timed out', child.stdout.readline().strip())
@@ -317,7 +322,7 @@ class TestInUse(KernelTestCase):
             with open('/proc/%d/task/%s/wchan' % (child.pid, tid)) as f:
                 wchans.append(f.read())
         self.assertIn('vhost_vdpa_remove', wchans)
-        os.close(held.pop())
+        release()
         self.assertEqual(0, child.wait(timeout=30))
         self.assertEqual([], self.client.list_devices())
 
