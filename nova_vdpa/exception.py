@@ -50,10 +50,10 @@ class VdpaKernelError(NovaVdpaException):
 
 
 class VdpaNotLoaded(VdpaKernelError):
-    msg_fmt = ("kernel vdpa support not loaded: the generic netlink family "
-               "'vdpa' is absent (modprobe vdpa, or a vdpa driver such as "
-               "vhost_vdpa or mlx5_vdpa); device %(device)s, management "
-               "device %(mgmtdev)s, attribute %(attribute)s")
+    msg_fmt = ("kernel vdpa support not loaded: %(attribute)s is absent "
+               "(modprobe vdpa, or a vdpa driver such as vhost_vdpa or "
+               "mlx5_vdpa); device %(device)s, management device "
+               "%(mgmtdev)s")
 
 
 class VdpaManagementDeviceNotFound(VdpaKernelError):
@@ -98,10 +98,10 @@ class VdpaInvalidArgument(VdpaInvalidRequest):
 
 
 class VdpaDeviceInUse(VdpaKernelError):
-    msg_fmt = ("vDPA device %(device)s (management device %(mgmtdev)s, "
-               "attribute %(attribute)s) is in use by pid %(pid)s "
-               "(%(cmdline)s): refusing to delete it, the kernel would "
-               "block until that process closes it")
+    msg_fmt = ("vDPA device %(device)s (management device %(mgmtdev)s) is "
+               "in use: its character device %(chardev)s is held by pid "
+               "%(pid)s (%(cmdline)s); refusing to %(action)s it, the kernel "
+               "would block until that process closes it")
 
 
 class VdpaDeleteTimeout(VdpaKernelError):
@@ -109,6 +109,14 @@ class VdpaDeleteTimeout(VdpaKernelError):
                "%(mgmtdev)s, attribute %(attribute)s) did not finish within "
                "%(timeout)s s: a process opened its character device; the "
                "kernel completes the deletion once that process closes it")
+
+
+class VdpaUnbindTimeout(VdpaKernelError):
+    msg_fmt = ("unbinding vDPA device %(device)s from %(driver)s did not "
+               "finish within %(timeout)s s: a process opened its character "
+               "device %(chardev)s after the in-use check; the kernel "
+               "completes the unbind once that process closes it, and the "
+               "device is then left without a driver")
 
 
 class VdpaSysfsError(VdpaKernelError):
@@ -120,6 +128,11 @@ class VdpaSysfsError(VdpaKernelError):
 class VdpaBindError(VdpaSysfsError):
     msg_fmt = ("could not bind vDPA device %(device)s (management device "
                "%(mgmtdev)s) to %(attribute)s: %(reason)s")
+
+
+class VdpaPciDeviceError(VdpaSysfsError):
+    msg_fmt = ("PCI device %(device)s is not usable (%(attribute)s): "
+               "%(reason)s")
 
 
 class VdpaChardevNotFound(VdpaSysfsError):

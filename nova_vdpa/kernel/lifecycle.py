@@ -9,19 +9,24 @@ of nova-vdpa (and the privsep entrypoints) need:
   blocks, uninterruptibly, until the chardev is closed; deletion therefore
   runs on a worker thread that owns its own netlink socket.
 
-Only the standard library and nova_vdpa.kernel are imported here.
+Only the standard library (``logging``, never oslo.log) and
+nova_vdpa.kernel are imported here.
 """
 
 import atexit
 import concurrent.futures
+import logging
 import queue
 import threading
 from typing import Any, Callable
 
 from nova_vdpa import exception
+from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs as sysfs_mod
 from nova_vdpa.kernel import validate
+
+LOG = logging.getLogger(__name__)
 
 #: seconds a deletion may take before the caller gets an error
 DEFAULT_DELETE_TIMEOUT = 10.0
@@ -35,8 +40,9 @@ def create_device(client: netlink.VdpaClient, sysfs: sysfs_mod.VdpaSysfs,
                   device_features: int | None = None) -> str:
     """Create a device, bind it to vhost_vdpa and return its chardev.
 
-    A device that cannot be bound is deleted again (nobody can hold a
-    chardev that never existed) and the binding error raised.
+    A device that cannot be bound is deleted again and the binding error
+    raised. The rollback checks for a holder first, like any deletion; if
+    it cannot delete, it logs why and names the device left behind.
 
     :returns: the ``/dev/vhost-vdpa-N`` path.
     :raises: what :meth:`VdpaClient.create_device` and
@@ -48,41 +54,33 @@ def create_device(client: netlink.VdpaClient, sysfs: sysfs_mod.VdpaSysfs,
     try:
         sysfs.bind(name, sysfs_mod.VHOST_VDPA)
         return sysfs.chardev(name)
-    except exception.VdpaKernelError:
+    except exception.VdpaKernelError as bind_error:
         try:
+            sysfs.check_not_in_use(name, action='roll back the creation of',
+                                   mgmtdev=mgmtdev)
             client.delete_device(name)
-        except exception.VdpaKernelError:
-            pass
+        except exception.VdpaKernelError as e:
+            LOG.error('vDPA device %s on %s could not be bound (%s) and '
+                      'could not be deleted again, it is left behind: %s',
+                      name, mgmtdev, bind_error, e)
         raise
 
 
 def check_not_in_use(sysfs: sysfs_mod.VdpaSysfs, name: str,
-                     mgmtdev: Callable[[], str] = lambda: '-') -> None:
+                     mgmtdev: Callable[[], str] = lambda: '-',
+                     action: str = 'delete') -> None:
     """Raise if a process holds ``name``'s vhost-vdpa chardev open.
+
+    See :meth:`nova_vdpa.kernel.sysfs.VdpaSysfs.check_not_in_use`.
 
     :param mgmtdev: returns the device's management device, for the
         error message only.
     :raises: VdpaDeviceInUse naming the holder when /proc lets us see it.
     """
-    if sysfs.driver(name) != sysfs_mod.VHOST_VDPA:
-        # Only vhost_vdpa exposes a chardev userspace could hold.
-        return
     try:
-        chardev = sysfs.chardev(name)
-    except exception.VdpaChardevNotFound:
-        return
-    if not sysfs.is_open(chardev):
-        return
-    holders = sysfs.holders(chardev)
-    if holders:
-        pid, cmdline = str(holders[0].pid), holders[0].cmdline
-    else:
-        pid = 'unknown'
-        cmdline = ('a process whose open files this process may not read; '
-                   'try fuser %s' % chardev)
-    raise exception.VdpaDeviceInUse(device=name, mgmtdev=mgmtdev(),
-                                    attribute=chardev, pid=pid,
-                                    cmdline=cmdline)
+        sysfs.check_not_in_use(name, action=action)
+    except exception.VdpaDeviceInUse as e:
+        raise exception.VdpaDeviceInUse(**dict(e.kwargs, mgmtdev=mgmtdev()))
 
 
 class _DeleteWorker:
@@ -102,6 +100,8 @@ class _DeleteWorker:
 
     #: seconds the exit hook waits for the thread to close its socket
     EXIT_WAIT = 2.0
+    #: seconds a lookup may wait behind a stuck deletion
+    LOOKUP_WAIT = 5.0
 
     def __init__(self, client_factory: ClientFactory) -> None:
         self._factory = client_factory
@@ -142,15 +142,22 @@ class _DeleteWorker:
         self._jobs.put(None)
         self._thread.join(self.EXIT_WAIT)
 
-    def mgmtdev(self, name: str) -> str:
-        """The management device of ``name`` ('?' if it cannot be read)."""
-        try:
-            return self._submit(lambda c, n: c.get_device(n).mgmtdev,
-                                name).result(timeout=5)
-        except Exception:
-            return '?'
+    def device(self, name: str) -> model.VdpaDevice:
+        """Look ``name`` up with this thread's client.
 
-    def run(self, name: str, timeout: float) -> None:
+        :raises: VdpaDeviceNotFound, VdpaNotLoaded, VdpaKernelError
+        """
+        future = self._submit(lambda c, n: c.get_device(n), name)
+        try:
+            return future.result(timeout=self.LOOKUP_WAIT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise exception.VdpaKernelError(
+                device=name, mgmtdev='-', attribute='VDPA_ATTR_DEV_NAME',
+                reason='the deletion thread is still waiting for an earlier '
+                'deletion the kernel holds up (its chardev is held)')
+
+    def run(self, name: str, timeout: float, mgmtdev: str = '-') -> None:
         future = self._submit(lambda c, n: c.delete_device(n), name)
         try:
             future.result(timeout=timeout)
@@ -159,7 +166,7 @@ class _DeleteWorker:
             # when the name may belong to a new device.
             future.cancel()
             raise exception.VdpaDeleteTimeout(
-                device=name, mgmtdev='-', attribute='VDPA_ATTR_DEV_NAME',
+                device=name, mgmtdev=mgmtdev, attribute='VDPA_ATTR_DEV_NAME',
                 timeout=timeout)
 
 
@@ -186,10 +193,13 @@ def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str,
         chardev between the check and the deletion).
     :param client_factory: builds the worker thread's netlink client.
     :raises: VdpaDeviceInUse, VdpaDeleteTimeout, VdpaDeviceNotFound,
-        VdpaPermissionDenied, VdpaInvalidArgument
+        VdpaNotLoaded, VdpaPermissionDenied, VdpaInvalidArgument
     """
-    validate.device_name(name)
-    validate.delete_timeout(timeout, name)
+    validate.existing_device_name(name)
+    validate.timeout(timeout, name)
     worker = _worker(client_factory)
-    check_not_in_use(sysfs, name, lambda: worker.mgmtdev(name))
-    worker.run(name, timeout)
+    # The kernel's answer first: a device that is gone, or vdpa unloaded,
+    # is said so by netlink, not guessed from sysfs.
+    device = worker.device(name)
+    sysfs.check_not_in_use(name, action='delete', mgmtdev=device.mgmtdev)
+    worker.run(name, timeout, device.mgmtdev)

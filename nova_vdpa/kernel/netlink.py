@@ -29,6 +29,8 @@ from nova_vdpa.kernel import validate
 
 GENL_NAME = 'vdpa'
 GENL_VERSION = 1
+#: what is missing when the family is not registered
+FAMILY_TEXT = "the generic netlink family 'vdpa'"
 
 # Commands (include/uapi/linux/vdpa.h). Replies carry the NEW numbers:
 # management device replies say MGMTDEV_NEW, device replies DEV_NEW.
@@ -123,13 +125,14 @@ def _raise_for_errno(code: int, command: int, ctx: dict[str, str],
         (extack or '').strip() or _strerror(code), code,
         ', %s' % _COMMAND_NAMES.get(command, 'command %d' % command))
     kw = dict(ctx, reason=reason)
+    if code == errno.ENOENT:
+        # Only genetlink itself answers ENOENT: no family with that id.
+        raise exception.VdpaNotLoaded(**dict(kw, attribute=FAMILY_TEXT))
     if code == errno.ENODEV:
         if command in (VDPA_CMD_MGMTDEV_GET, VDPA_CMD_DEV_NEW):
             raise exception.VdpaManagementDeviceNotFound(**kw)
         raise exception.VdpaDeviceNotFound(**kw)
     cls = {
-        # Only genetlink itself answers ENOENT: no family with that id.
-        errno.ENOENT: exception.VdpaNotLoaded,
         errno.EPERM: exception.VdpaPermissionDenied,
         errno.EACCES: exception.VdpaPermissionDenied,
         errno.EEXIST: exception.VdpaDeviceExists,
@@ -165,20 +168,28 @@ class VdpaClient:
 
     def __init__(self, socket_factory: Any = _default_socket) -> None:
         self._socket_factory = socket_factory
-        self._sock: Any = self._bind()
+        self._sock: Any = self._bind(dict(device='-', mgmtdev='-'))
 
-    def _bind(self) -> Any:
+    def _bind(self, ctx: dict[str, str]) -> Any:
+        """A socket bound to the family; ``ctx`` names the request's device.
+
+        :raises: VdpaNotLoaded, VdpaKernelError
+        """
         sock = self._socket_factory()
         try:
             sock.bind()
         except NetlinkError as e:
             sock.close()
+            kw = dict(ctx, attribute=FAMILY_TEXT)
             if e.code == errno.ENOENT:
-                raise exception.VdpaNotLoaded(
-                    device='-', mgmtdev='-', attribute='-')
+                raise exception.VdpaNotLoaded(**kw)
             raise exception.VdpaKernelError(
-                device='-', mgmtdev='-', attribute='family',
-                reason='cannot bind the vdpa family: %s' % e)
+                reason='cannot bind the vdpa family: %s' % e, **kw)
+        except OSError as e:
+            sock.close()
+            raise exception.VdpaKernelError(
+                reason='cannot bind the vdpa family: %s' % e,
+                **dict(ctx, attribute=FAMILY_TEXT))
         return sock
 
     def close(self) -> None:
@@ -214,7 +225,7 @@ class VdpaClient:
               ctx: dict[str, str]) -> list[Any] | tuple[int, str | None]:
         """Send one request: the replies, or (errno, extack) on failure."""
         if self._sock is None:
-            self._sock = self._bind()
+            self._sock = self._bind(ctx)
         msg = vdpamsg()
         msg['cmd'] = command
         msg['version'] = GENL_VERSION
@@ -272,9 +283,11 @@ class VdpaClient:
     def get_device(self, name: str) -> model.VdpaDevice:
         """One vDPA device by name.
 
+        :param name: any name the kernel reports (see
+            :func:`nova_vdpa.kernel.validate.existing_device_name`).
         :raises: VdpaDeviceNotFound, VdpaInvalidArgument
         """
-        validate.device_name(name)
+        validate.existing_device_name(name)
         ctx = dict(device=name, mgmtdev='-', attribute='VDPA_ATTR_DEV_NAME')
         replies = list(self._request(
             VDPA_CMD_DEV_GET, [('VDPA_ATTR_DEV_NAME', name)], False, ctx))
@@ -292,7 +305,7 @@ class VdpaClient:
 
         :raises: VdpaDeviceNotFound, VdpaInvalidArgument
         """
-        validate.device_name(name)
+        validate.existing_device_name(name)
         ctx = dict(device=name, mgmtdev='-', attribute='VDPA_ATTR_DEV_NAME')
         replies = list(self._request(VDPA_CMD_DEV_CONFIG_GET,
                                      [('VDPA_ATTR_DEV_NAME', name)], False,
@@ -307,8 +320,8 @@ class VdpaClient:
             has no vendor statistics, e.g. vdpasim_net), VdpaKernelError
             (EAGAIN: features not negotiated yet)
         """
-        validate.device_name(name)
-        validate.queue_index(queue_index)
+        validate.existing_device_name(name)
+        validate.queue_index(queue_index, name)
         ctx = dict(device=name, mgmtdev='-',
                    attribute='VDPA_ATTR_DEV_QUEUE_INDEX')
         replies = list(self._request(
@@ -369,7 +382,7 @@ class VdpaClient:
         :raises: VdpaDeviceNotFound, VdpaPermissionDenied,
             VdpaInvalidArgument
         """
-        validate.device_name(name)
+        validate.existing_device_name(name)
         ctx = dict(device=name, mgmtdev='-', attribute='VDPA_ATTR_DEV_NAME')
         list(self._request(VDPA_CMD_DEV_DEL, [('VDPA_ATTR_DEV_NAME', name)],
                            False, ctx))

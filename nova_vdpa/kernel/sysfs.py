@@ -6,23 +6,48 @@ makes the choice deterministic. A device bound to ``vhost_vdpa`` gets one
 ``vhost-vdpa-N`` child whose ``dev`` file names the ``/dev/vhost-vdpa-N``
 node; N comes from vhost_vdpa's own numbering, never from the device name.
 
+Kernel traps handled here, each seen on the test bed's 6.12 kernel:
+
+* Of the sysfs writes binding uses, ``drivers/vhost_vdpa/unbind`` blocks,
+  uninterruptibly, while a process holds the chardev (like DEV_DEL);
+  ``driver_override``, ``drivers_probe`` (it only attaches an unbound
+  device) and ``drivers/*/bind`` never unbind. So :meth:`VdpaSysfs.bind`
+  refuses a held device before it writes anything, and runs the unbind
+  itself with a deadline for a holder that opens after the check.
+* ``bind``, ``unbind`` and ``drivers_probe`` find the device by name with
+  ``sysfs_streq``, which ignores one trailing newline: ``abc`` and
+  ``abc\\n`` are the same device to them. A write for a name whose twin
+  exists is refused rather than sent to the wrong device.
+* Without the vdpa module, ``/sys/bus/vdpa`` is absent: that is
+  VdpaNotLoaded, not a missing device.
+
 The sysfs, ``/dev`` and ``/proc`` roots are parameters so that tests run
 against a tree in a temporary folder. Writes to sysfs files and the
 exclusive open of a character device go through :meth:`VdpaSysfs._write`
 and :meth:`VdpaSysfs._open_exclusive`, the two places where the kernel
-reacts to what we do. Only the standard library is imported here.
+reacts to what we do. Only the standard library is imported here (and
+``logging``, never oslo.log).
 """
 
 import dataclasses
 import errno
+import logging
 import os
+import threading
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import validate
 
+LOG = logging.getLogger(__name__)
+
 VHOST_VDPA = 'vhost_vdpa'
 VIRTIO_VDPA = 'virtio_vdpa'
 _DRIVERS = (VHOST_VDPA, VIRTIO_VDPA)
+#: seconds an unbind from vhost_vdpa may take before the caller gets an
+#: error (a process may open the chardev between the check and the write)
+DEFAULT_UNBIND_TIMEOUT = 10.0
+#: longest command line an error message quotes
+CMDLINE_MAX = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +66,17 @@ class VirtualFunction:
     pf_address: str
     vf_index: int
     numa_node: int | None
+
+
+def shorten(text: str, width: int = CMDLINE_MAX) -> str:
+    """Cut ``text`` to at most ``width`` characters at a word boundary."""
+    if len(text) <= width:
+        return text
+    cut = text.rfind(' ', 0, width - 3)
+    if cut <= 0:
+        # One word longer than the width: no boundary to cut at.
+        cut = width - 3
+    return text[:cut].rstrip() + '...'
 
 
 class VdpaSysfs:
@@ -73,7 +109,10 @@ class VdpaSysfs:
 
     # -------------------------------------------------------------- helpers
     def _device_dir(self, name: str) -> str:
-        validate.device_name(name)
+        validate.existing_device_name(name)
+        if not os.path.isdir(self.bus):
+            raise exception.VdpaNotLoaded(device=name, mgmtdev='-',
+                                          attribute=self.bus)
         return os.path.join(self.bus, 'devices', name)
 
     @staticmethod
@@ -85,25 +124,52 @@ class VdpaSysfs:
         return self._error(exception.VdpaDeviceNotFound, name, 'sysfs',
                            'not on the vdpa bus')
 
+    def _os_error(self, name: str, path: str, e: OSError) -> Exception:
+        """A typed error for a failed read of the device's sysfs tree."""
+        if e.errno == errno.ENOENT:
+            return self._not_on_bus(name)
+        reason = str(e)
+        if e.errno == errno.ENAMETOOLONG:
+            reason = ('the name is too long to be a sysfs path component '
+                      '(255 bytes): %s' % e)
+        return self._error(exception.VdpaSysfsError, name, path, reason)
+
     def exists(self, name: str) -> bool:
-        """Whether the vdpa bus has a device called ``name``."""
-        return os.path.isdir(self._device_dir(name))
+        """Whether the vdpa bus has a device called ``name``.
+
+        :raises: VdpaNotLoaded, VdpaSysfsError (unreadable sysfs)
+        """
+        path = self._device_dir(name)
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise self._os_error(name, path, e)
+        return True
 
     def driver(self, name: str) -> str | None:
         """The bus driver ``name`` is bound to, or None when unbound.
 
-        :raises: VdpaDeviceNotFound
+        :raises: VdpaDeviceNotFound, VdpaNotLoaded, VdpaSysfsError
         """
         path = self._device_dir(name)
         try:
             return os.path.basename(os.readlink(path + '/driver'))
         except FileNotFoundError:
-            if not os.path.isdir(path):
+            if not self.exists(name):
                 raise self._not_on_bus(name)
             return None
+        except OSError as e:
+            raise self._os_error(name, path + '/driver', e)
 
     def parent(self, name: str) -> str | None:
-        """The device's parent (a VF's PCI address); None for simulators."""
+        """The device's parent (a VF's PCI address); None for simulators.
+
+        :raises: VdpaDeviceNotFound, VdpaNotLoaded, VdpaSysfsError
+        """
+        if not self.exists(name):
+            raise self._not_on_bus(name)
         real = os.path.realpath(self._device_dir(name))
         up = os.path.dirname(real)
         if up == os.path.realpath(os.path.join(self.sys_root, 'devices')):
@@ -111,24 +177,33 @@ class VdpaSysfs:
         return os.path.basename(up)
 
     # -------------------------------------------------------------- binding
-    def bind(self, name: str, driver: str = VHOST_VDPA) -> None:
+    def bind(self, name: str, driver: str = VHOST_VDPA,
+             timeout: float = DEFAULT_UNBIND_TIMEOUT) -> None:
         """Bind ``name`` to ``driver``, whatever autoprobe chose.
 
-        ``driver_override`` pins the choice (so a later reprobe keeps it),
-        then the device is unbound from another driver and probed again.
-        Kernels without ``driver_override`` (< 5.17) get unbind + bind.
+        A device held through its vhost-vdpa chardev is refused before
+        anything is written. Then ``driver_override`` pins the choice (so
+        a later reprobe keeps it), the device is unbound from another
+        driver and probed again. Kernels without ``driver_override``
+        (< 5.17) get unbind + bind.
 
-        :raises: VdpaDeviceNotFound, VdpaBindError
+        :param timeout: seconds an unbind from vhost_vdpa may block (a
+            process may open the chardev after the check).
+        :raises: VdpaDeviceInUse, VdpaUnbindTimeout, VdpaDeviceNotFound,
+            VdpaBindError, VdpaNotLoaded, VdpaInvalidArgument
         """
-        if driver not in _DRIVERS:
-            raise self._error(exception.VdpaBindError, name, driver,
-                              'unknown vdpa bus driver')
+        validate.timeout(timeout, name)
         path = self._device_dir(name)
+        if driver not in _DRIVERS:
+            raise self._error(exception.VdpaBindError, name, repr(driver),
+                              'unknown vdpa bus driver')
         drv_dir = os.path.join(self.bus, 'drivers', driver)
         if not os.path.isdir(drv_dir):
             raise self._error(exception.VdpaBindError, name, driver,
                               'module %s is not loaded' % driver)
         current = self.driver(name)
+        if current == VHOST_VDPA and driver != VHOST_VDPA:
+            self.check_not_in_use(name, action='rebind to %s' % driver)
         override = path + '/driver_override'
         has_override = os.path.exists(override)
         try:
@@ -137,12 +212,12 @@ class VdpaSysfs:
             if current == driver:
                 return
             if current is not None:
-                self._write(os.path.join(self.bus, 'drivers', current,
-                                         'unbind'), name)
+                self._unbind(name, current, timeout)
             if has_override:
-                self._write(os.path.join(self.bus, 'drivers_probe'), name)
+                self._write_name(os.path.join(self.bus, 'drivers_probe'),
+                                 name)
             else:
-                self._write(os.path.join(drv_dir, 'bind'), name)
+                self._write_name(os.path.join(drv_dir, 'bind'), name)
         except OSError as e:
             raise self._error(exception.VdpaBindError, name, driver,
                               'sysfs write failed: %s' % e)
@@ -152,6 +227,57 @@ class VdpaSysfs:
                               'device is bound to %s after the probe'
                               % (now or 'no driver'))
 
+    def _write_name(self, path: str, name: str) -> None:
+        """Write a device name to a by-name attribute (bind, probe...).
+
+        :raises: VdpaBindError when the kernel could take the name for
+            another device (its twin with or without a trailing newline).
+        """
+        twin = name[:-1] if name.endswith('\n') else name + '\n'
+        if twin and self.exists(twin):
+            raise self._error(
+                exception.VdpaBindError, name, os.path.basename(path),
+                'device %r also exists, and the kernel matches names '
+                'written to %s ignoring one trailing newline: refusing to '
+                'act on the wrong device' % (twin, path))
+        self._write(path, name)
+
+    def _unbind(self, name: str, driver: str, timeout: float) -> None:
+        """Unbind ``name`` from ``driver``; never wait past ``timeout``.
+
+        Unbinding from vhost_vdpa waits for the chardev's holder, so that
+        write runs on a thread of its own: a holder that opened after the
+        check leaves that thread in the kernel until it closes the node
+        (the device then ends up unbound), not the caller.
+        """
+        path = os.path.join(self.bus, 'drivers', driver, 'unbind')
+        if driver != VHOST_VDPA:
+            self._write_name(path, name)
+            return
+        try:
+            chardev = self.chardev(name)
+        except exception.VdpaChardevNotFound:
+            chardev = 'vhost-vdpa-*'
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def unbind() -> None:
+            try:
+                self._write_name(path, name)
+            except BaseException as e:
+                failed.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=unbind, daemon=True,
+                         name='vdpa-unbind').start()
+        if not done.wait(timeout):
+            raise exception.VdpaUnbindTimeout(
+                device=name, mgmtdev='-', driver=driver, timeout=timeout,
+                chardev=chardev)
+        if failed:
+            raise failed[0]
+
     # ------------------------------------------------------------- chardevs
     def chardev(self, name: str) -> str:
         """The ``/dev/vhost-vdpa-N`` node of a device bound to vhost_vdpa.
@@ -159,14 +285,15 @@ class VdpaSysfs:
         The node is found through the device's ``vhost-vdpa-N`` child and
         accepted only if its ``st_rdev`` matches the child's ``dev`` file.
 
-        :raises: VdpaDeviceNotFound, VdpaChardevNotFound
+        :raises: VdpaDeviceNotFound, VdpaChardevNotFound, VdpaNotLoaded,
+            VdpaSysfsError
         """
         path = self._device_dir(name)
         try:
             children = [c for c in os.listdir(path)
                         if c.startswith('vhost-vdpa-')]
-        except FileNotFoundError:
-            raise self._not_on_bus(name)
+        except OSError as e:
+            raise self._os_error(name, path, e)
         if len(children) != 1:
             raise self._error(
                 exception.VdpaChardevNotFound, name, 'vhost-vdpa-*',
@@ -188,13 +315,14 @@ class VdpaSysfs:
                     node, os.major(rdev), os.minor(rdev), major, minor))
         return node
 
-    def is_open(self, chardev: str) -> bool:
+    def is_open(self, chardev: str, name: str = '-') -> bool:
         """Whether a process holds ``chardev`` open (exclusive open probe).
 
         vhost-vdpa admits one opener, so an open that fails with EBUSY
         proves a holder without reading other processes' file tables. The
         probe itself needs only write permission on the node.
 
+        :param name: the vDPA device the node belongs to, for errors.
         :raises: VdpaSysfsError when the node cannot be opened at all.
         """
         try:
@@ -202,82 +330,139 @@ class VdpaSysfs:
         except OSError as e:
             if e.errno == errno.EBUSY:
                 return True
-            raise self._error(exception.VdpaSysfsError, '-', chardev,
-                              'cannot open: %s' % e)
+            raise self._error(exception.VdpaSysfsError, name, chardev,
+                              'cannot open %s to see whether it is held: %s'
+                              % (chardev, e))
         os.close(fd)
         return False
 
-    def holders(self, chardev: str) -> list[Holder]:
+    def holders(self, chardev: str, name: str = '-') -> list[Holder]:
         """Processes with ``chardev`` among their open files (/proc scan).
 
         Processes whose file table this process may not read (another user,
-        or more capabilities than ours without CAP_SYS_PTRACE) are skipped.
+        or more capabilities than ours without CAP_SYS_PTRACE) cannot be
+        named; how many there were is logged at debug level.
+
+        :param name: the vDPA device the node belongs to, for errors.
+        :raises: VdpaSysfsError when /proc itself cannot be read.
         """
         found: list[Holder] = []
         try:
             pids = [p for p in os.listdir(self.proc_root) if p.isdigit()]
-        except OSError:
-            return found
+        except OSError as e:
+            raise self._error(exception.VdpaSysfsError, name, chardev,
+                              'cannot list processes in %s: %s'
+                              % (self.proc_root, e))
+        hidden = 0
         for pid in pids:
             fd_dir = os.path.join(self.proc_root, pid, 'fd')
             try:
                 fds = os.listdir(fd_dir)
+            except FileNotFoundError:
+                continue  # the process ended meanwhile
             except OSError:
+                hidden += 1
                 continue
             for fd in fds:
                 try:
                     target = os.readlink(os.path.join(fd_dir, fd))
                 except OSError:
-                    continue
+                    continue  # closed meanwhile
                 if target == chardev:
-                    found.append(Holder(int(pid), self._cmdline(pid)))
+                    cmdline = self._cmdline(pid)
+                    if cmdline is not None:
+                        found.append(Holder(int(pid), cmdline))
                     break
+        if hidden:
+            LOG.debug('Looking for holders of %s (vDPA device %s): the open '
+                      'files of %d processes are not readable by this '
+                      'process', chardev, name, hidden)
         return found
 
-    def _cmdline(self, pid: str) -> str:
+    def _cmdline(self, pid: str) -> str | None:
+        """The command line of ``pid``, or None if it ended meanwhile."""
         try:
             with open(os.path.join(self.proc_root, pid, 'cmdline'),
                       'rb') as f:
                 raw = f.read()
-        except OSError:
-            return '?'
-        return raw.rstrip(b'\0').replace(b'\0', b' ').decode(
-            errors='replace')[:200]
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        except OSError as e:
+            LOG.warning('Cannot read the command line of pid %s: %s', pid, e)
+            return 'command line unreadable: %s' % e.strerror
+        return shorten(raw.rstrip(b'\0').replace(b'\0', b' ').decode(
+            errors='replace'))
+
+    def check_not_in_use(self, name: str, action: str = 'delete',
+                         mgmtdev: str = '-') -> None:
+        """Raise if a process holds ``name``'s vhost-vdpa chardev open.
+
+        A device bound to vhost_vdpa whose chardev cannot be found is
+        refused too: whether it is held cannot be known.
+
+        :param action: what the caller was about to do, for the message.
+        :param mgmtdev: the device's management device, for the message.
+        :raises: VdpaDeviceInUse naming the holder when /proc lets us see
+            it; VdpaChardevNotFound; VdpaDeviceNotFound.
+        """
+        if self.driver(name) != VHOST_VDPA:
+            # Only vhost_vdpa exposes a chardev userspace could hold.
+            return
+        chardev = self.chardev(name)
+        if not self.is_open(chardev, name):
+            return
+        holders = self.holders(chardev, name)
+        if holders:
+            pid, cmdline = str(holders[0].pid), holders[0].cmdline
+        else:
+            pid = 'unknown'
+            cmdline = ('a process whose open files this process may not '
+                       'read; try fuser %s' % chardev)
+        raise exception.VdpaDeviceInUse(device=name, mgmtdev=mgmtdev,
+                                        chardev=chardev, pid=pid,
+                                        cmdline=cmdline, action=action)
 
     # ------------------------------------------------------------- PCI/VFs
     def vf_info(self, address: str) -> VirtualFunction:
         """PF, VF index and NUMA node of a VF.
 
         :param address: the VF's PCI address, ``0000:08:00.2``.
-        :raises: VdpaSysfsError when ``address`` is not a VF.
+        :raises: VdpaPciDeviceError when ``address`` is not a VF.
         """
         validate.pci_address(address)
         pci = os.path.join(self.sys_root, 'bus', 'pci', 'devices')
         vf_dir = os.path.join(pci, address)
+
+        def bad(attribute: str, reason: str) -> Exception:
+            return self._error(exception.VdpaPciDeviceError, address,
+                               attribute, reason)
         try:
             pf = os.path.basename(os.readlink(vf_dir + '/physfn'))
         except OSError as e:
-            raise self._error(exception.VdpaSysfsError, '-', address,
-                              'not an SR-IOV VF: %s' % e)
+            raise bad('physfn', 'not an SR-IOV VF: %s' % e)
         index = None
         pf_dir = os.path.join(pci, pf)
-        for entry in os.listdir(pf_dir):
-            if not entry.startswith('virtfn'):
-                continue
-            target = os.path.basename(os.readlink(
-                os.path.join(pf_dir, entry)))
-            if target == address:
-                index = int(entry[len('virtfn'):])
-                break
+        try:
+            for entry in os.listdir(pf_dir):
+                if not entry.startswith('virtfn'):
+                    continue
+                target = os.path.basename(os.readlink(
+                    os.path.join(pf_dir, entry)))
+                if target == address:
+                    index = int(entry[len('virtfn'):])
+                    break
+        except (OSError, ValueError) as e:
+            raise bad('virtfn*', 'cannot read the VFs of PF %s: %s'
+                      % (pf, e))
         if index is None:
-            raise self._error(exception.VdpaSysfsError, '-', address,
-                              'PF %s does not list it' % pf)
+            raise bad('virtfn*', 'PF %s does not list it' % pf)
         numa = None
         try:
             with open(vf_dir + '/numa_node') as f:
                 numa = int(f.read().strip())
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError) as e:
+            LOG.warning('Cannot read the NUMA node of VF %s, treating it as '
+                        'unknown: %s', address, e)
         return VirtualFunction(address=address, pf_address=pf,
                                vf_index=index,
                                numa_node=None if numa is None or numa < 0

@@ -4,6 +4,18 @@ A device name becomes a directory under ``/sys/bus/vdpa/devices``; the
 checks here make sure no name can leave that directory. They run in the
 unprivileged caller, before any privsep escalation, and again in the
 kernel client itself. Only the standard library is imported here.
+
+Two rules for device names:
+
+* :func:`device_name`, for names nova-vdpa *creates*: a strict charset, so
+  our names are safe everywhere (paths, XML, logs, iproute2's output);
+* :func:`existing_device_name`, for names we *read, bind or delete*: any
+  name the kernel reports, since iproute2 and the kernel accept names our
+  creation rule forbids (``.``, ``:``, ``@``, any length). Only what cannot
+  be one sysfs path component is refused: empty, NUL, ``/``, ``.``, ``..``.
+
+Every pattern matches the whole string (``re.fullmatch``): ``$`` alone
+would let a trailing newline through.
 """
 
 import re
@@ -11,24 +23,26 @@ import re
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
 
-#: longest device name accepted (the kernel has no limit of its own)
+#: longest device name we create (the kernel has no limit of its own)
 MAX_NAME_LEN = 63
 MTU_MIN = 68
 MTU_MAX = 65535
 #: VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX
 MAX_VQ_PAIRS = 0x8000
-#: longest wait for a deletion, in seconds
-MAX_DELETE_TIMEOUT = 300
+#: longest wait for a kernel operation that may block, in seconds
+MAX_TIMEOUT = 300
 
 # Letters, digits, '_' and '-', starting with a letter or digit: no '/',
 # no '.', so neither 'a/../b' nor '..' can be formed.
-_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,%d}$'
-                      % (MAX_NAME_LEN - 1))
-_BUS_RE = re.compile(r'^[a-z0-9][a-z0-9_]{0,31}$')
+_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_-]{0,%d}' % (MAX_NAME_LEN - 1))
+_BUS_RE = re.compile(r'[a-z0-9][a-z0-9_]{0,31}')
 # PCI addresses (0000:08:00.2), auxiliary devices (mlx5_core.sf.3),
 # simulators (vdpasim_net).
-_MGMT_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
-_MAC_RE = re.compile(r'^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$')
+_MGMT_NAME_RE = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}')
+_MAC_RE = re.compile(r'[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}')
+# domain:bus:slot.function as sysfs spells it (lowercase hex; a domain
+# may have more than four digits, e.g. behind Intel VMD).
+_PCI_RE = re.compile(r'[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]')
 
 
 def _bad(device: str, attribute: str, reason: str,
@@ -42,43 +56,72 @@ def _is_int(value: object) -> bool:
 
 
 def device_name(name: str) -> None:
-    """Check a device name; :raises: VdpaInvalidArgument if unsafe."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    """Check the name of a device we are about to create.
+
+    :raises: VdpaInvalidArgument unless 1-63 letters, digits, ``_``, ``-``.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise _bad(repr(name), 'name',
-                   'a device name is 1-%d letters, digits, "_" or "-", '
+                   'a new device name is 1-%d letters, digits, "_" or "-", '
                    'starting with a letter or digit' % MAX_NAME_LEN)
 
 
-def delete_timeout(value: float, device: str = '-') -> None:
+def existing_device_name(name: str) -> None:
+    """Check the name of a device to read, bind or delete.
+
+    Any name the kernel may report passes, except what cannot be a single
+    sysfs path component.
+
+    :raises: VdpaInvalidArgument for a non-string, an empty name, NUL,
+        ``/``, ``.`` or ``..``.
+    """
+    if (not isinstance(name, str) or not name or '\0' in name
+            or '/' in name or name in ('.', '..')):
+        raise _bad(repr(name), 'name',
+                   'a device name is a non-empty string without NUL or '
+                   '"/", and not "." or ".."')
+
+
+def timeout(value: float, device: str = '-') -> None:
     """:raises: VdpaInvalidArgument unless 0 < ``value`` <= 300 seconds."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0 < value <= MAX_DELETE_TIMEOUT):
-        raise _bad(device, 'timeout', 'deletion timeout %r is not in '
-                   '(0, %d] seconds' % (value, MAX_DELETE_TIMEOUT))
+            or not 0 < value <= MAX_TIMEOUT):
+        raise _bad(device, 'timeout', 'timeout %r is not in (0, %d] '
+                   'seconds' % (value, MAX_TIMEOUT))
 
 
-def mgmtdev_handle(handle: str) -> None:
+#: the deletion deadline follows the common rule
+delete_timeout = timeout
+
+
+def mgmtdev_handle(handle: str, device: str = '-') -> None:
     """:raises: VdpaInvalidArgument unless ``handle`` is ``[bus/]name``."""
     if not isinstance(handle, str):
-        raise _bad('-', 'mgmtdev', 'not a string', mgmtdev=repr(handle))
+        raise _bad(device, 'mgmtdev', 'not a string', mgmtdev=repr(handle))
     bus, name = model.split_mgmtdev(handle)
-    if ((bus is not None and not _BUS_RE.match(bus))
-            or not _MGMT_NAME_RE.match(name) or name in ('.', '..')):
-        raise _bad('-', 'mgmtdev',
+    if ((bus is not None and not _BUS_RE.fullmatch(bus))
+            or not _MGMT_NAME_RE.fullmatch(name) or name in ('.', '..')):
+        raise _bad(device, 'mgmtdev',
                    'a management device is "bus/name" or "name"',
                    mgmtdev=repr(handle))
 
 
+def mac_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable unicast MAC, or None if it is one."""
+    if not isinstance(value, str) or not _MAC_RE.fullmatch(value):
+        return 'MAC %r is not six hex octets separated by ":"' % (value,)
+    if int(value[:2], 16) & 1:
+        return 'MAC %s is a multicast address' % value
+    if value.replace(':', '').strip('0') == '':
+        return 'MAC 00:00:00:00:00:00 is not usable'
+    return None
+
+
 def mac(value: str, device: str = '-') -> None:
     """:raises: VdpaInvalidArgument unless a unicast ``xx:xx:..`` MAC."""
-    if not isinstance(value, str) or not _MAC_RE.match(value):
-        raise _bad(device, 'mac', 'MAC %r is not six hex octets separated '
-                   'by ":"' % (value,))
-    first = int(value[:2], 16)
-    if first & 1:
-        raise _bad(device, 'mac', 'MAC %s is a multicast address' % value)
-    if value.replace(':', '').strip('0') == '':
-        raise _bad(device, 'mac', 'MAC 00:00:00:00:00:00 is not usable')
+    problem = mac_problem(value)
+    if problem:
+        raise _bad(device, 'mac', problem)
 
 
 def mtu(value: int, device: str = '-') -> None:
@@ -103,11 +146,11 @@ def queue_index(value: int, device: str = '-') -> None:
 
 
 def pci_address(address: str) -> None:
-    """:raises: VdpaInvalidArgument unless a safe PCI address path part."""
-    if (not isinstance(address, str) or '/' in address
-            or address in ('.', '..')
-            or not address.replace(':', '').replace('.', '').isalnum()):
-        raise _bad('-', 'pci', 'bad PCI address %r' % (address,))
+    """:raises: VdpaInvalidArgument unless ``0000:08:00.2`` (lowercase)."""
+    if not isinstance(address, str) or not _PCI_RE.fullmatch(address):
+        raise _bad(repr(address), 'pci', 'a PCI address is '
+                   'domain:bus:slot.function in lowercase hex, as sysfs '
+                   'spells it (0000:08:00.2)')
 
 
 def create_args(name: str, mgmtdev: str, mac_: str | None, mtu_: int | None,
@@ -117,7 +160,7 @@ def create_args(name: str, mgmtdev: str, mac_: str | None, mtu_: int | None,
     :raises: VdpaInvalidArgument naming the first bad value.
     """
     device_name(name)
-    mgmtdev_handle(mgmtdev)
+    mgmtdev_handle(mgmtdev, name)
     if mac_ is not None:
         mac(mac_, name)
     if mtu_ is not None:

@@ -8,17 +8,21 @@ nothing else: no policy (which options a port gets is decided in
 ``LibvirtConfigGuestInterface`` so that it composes into Nova's guest
 config (``LibvirtConfigGuest.add_device``) and Nova's driver, which tests
 interfaces with ``isinstance`` and finds a live interface to detach by
-comparing configs, treats it as any other interface. It imports only Nova's
-config module and lxml.
+comparing configs, treats it as any other interface. Nova's own pieces are
+used where Nova has them: its guest PCI address class (so Nova's device
+metadata code reads ``device_addr`` as usual) and its on/off parsing. It
+imports only Nova's config module, Nova's exceptions and lxml.
 """
 
-import dataclasses
 from typing import Any
 
 from lxml import etree
+from nova import exception as nova_exception
 from nova.virt.libvirt import config as vconfig
 
 from nova_vdpa import exception
+
+_PCI_FIELDS = ('domain', 'bus', 'slot', 'function')
 
 
 def _int(node: etree._Element, attr: str) -> int:
@@ -28,44 +32,29 @@ def _int(node: etree._Element, attr: str) -> int:
     return int(value)
 
 
-def _on_off(node: etree._Element, attr: str) -> bool:
-    value = node.get(attr)
-    if value not in ('on', 'off'):
-        raise ValueError("<%s %s=...> must be 'on' or 'off', not %r"
-                         % (node.tag, attr, value))
-    return value == 'on'
+def pci_address(domain: int, bus: int, slot: int, function: int
+                ) -> vconfig.LibvirtConfigGuestDeviceAddressPCI:
+    """Nova's guest PCI address, spelt as libvirt reports it (0x..)."""
+    addr = vconfig.LibvirtConfigGuestDeviceAddressPCI()
+    addr.domain = '0x%04x' % domain
+    addr.bus = '0x%02x' % bus
+    addr.slot = '0x%02x' % slot
+    addr.function = '0x%x' % function
+    return addr
 
 
-@dataclasses.dataclass(frozen=True)
-class PciAddress:
-    """A guest PCI address, ``<address type='pci' .../>``."""
+def _pci_numbers(addr: Any) -> tuple[int, ...] | None:
+    """A parsed address as numbers, what equality compares.
 
-    domain: int
-    bus: int
-    slot: int
-    function: int
-
-    def format_dom(self) -> etree._Element:
-        """Return the ``<address>`` element."""
-        return etree.Element(
-            'address', type='pci', domain='0x%04x' % self.domain,
-            bus='0x%02x' % self.bus, slot='0x%02x' % self.slot,
-            function='0x%x' % self.function)
-
-    @classmethod
-    def parse_dom(cls, node: etree._Element) -> 'PciAddress':
-        """Read a PCI ``<address>`` element.
-
-        :raises: InvalidInterfaceXml if an attribute is missing or not a
-            number.
-        """
-        try:
-            # libvirt writes hex with 0x; int(x, 0) reads that and decimal.
-            return cls(*(int(node.get(attr, ''), 0)
-                         for attr in ('domain', 'bus', 'slot', 'function')))
-        except ValueError:
-            raise exception.InvalidInterfaceXml(
-                reason='bad PCI address %s' % etree.tostring(node).decode())
+    :raises: ValueError if a field is missing or not a number.
+    """
+    if addr is None:
+        return None
+    if not isinstance(addr, vconfig.LibvirtConfigGuestDeviceAddressPCI):
+        raise ValueError('only PCI addresses are supported, not %r'
+                         % getattr(addr, 'type', addr))
+    # libvirt writes hex with 0x; int(x, 0) reads that and decimal.
+    return tuple(int(getattr(addr, f) or '', 0) for f in _PCI_FIELDS)
 
 
 class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
@@ -96,7 +85,7 @@ class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
         self.driver_packed: bool | None = None
         self.driver_page_per_vq: bool | None = None
         self.alias: str | None = None
-        self.device_addr: PciAddress | None = None
+        self.device_addr: Any = None  # Nova's PCI address, or None
         self.boot_order: int | None = None
 
     # The values that make up a vdpa interface, in XML order.
@@ -112,8 +101,13 @@ class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
                         ('page_per_vq', 'driver_page_per_vq'))
 
     def values(self) -> dict[str, Any]:
-        """Return every field by name: what equality compares."""
-        return {name: getattr(self, name) for name in self.FIELDS}
+        """Return every field by name: what equality compares.
+
+        The PCI address is given as its four numbers.
+        """
+        values = {name: getattr(self, name) for name in self.FIELDS}
+        values['device_addr'] = _pci_numbers(self.device_addr)
+        return values
 
     def __eq__(self, other: object) -> bool:
         if type(other) is type(self):
@@ -137,7 +131,7 @@ class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
         for attr, field in self._DRIVER_SWITCHES:
             value = getattr(self, field)
             if value is not None:
-                driver[attr] = 'on' if value else 'off'
+                driver[attr] = self.get_on_off_str(value)
         if driver:
             dev.append(etree.Element('driver', driver))
         if self.mtu is not None:
@@ -166,7 +160,7 @@ class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
         try:
             for child in xmldoc:
                 self._parse_child(child)
-        except ValueError as e:
+        except (ValueError, nova_exception.InvalidInput) as e:
             raise exception.InvalidInterfaceXml(reason=str(e))
 
     def _parse_child(self, child: etree._Element) -> None:
@@ -182,7 +176,8 @@ class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
                     setattr(self, field, _int(child, attr))
             for attr, field in self._DRIVER_SWITCHES:
                 if child.get(attr) is not None:
-                    setattr(self, field, _on_off(child, attr))
+                    setattr(self, field, self.parse_on_off_str(
+                        child.get(attr)))
         elif child.tag == 'mtu':
             self.mtu = _int(child, 'size')
         elif child.tag == 'boot':
@@ -190,7 +185,13 @@ class LibvirtConfigGuestVdpaInterface(vconfig.LibvirtConfigGuestInterface):
         elif child.tag == 'alias':
             self.alias = child.get('name')
         elif child.tag == 'address' and child.get('type') == 'pci':
-            self.device_addr = PciAddress.parse_dom(child)
+            addr = vconfig.LibvirtConfigGuestDeviceAddress.parse_dom(child)
+            try:
+                _pci_numbers(addr)
+            except ValueError:
+                raise ValueError('bad PCI address %s'
+                                 % etree.tostring(child).decode())
+            self.device_addr = addr
 
     @classmethod
     def from_xml(cls, xml: str | bytes) -> 'LibvirtConfigGuestVdpaInterface':

@@ -1,38 +1,53 @@
 """Policy: which ``<interface type='vdpa'>`` a port gets.
 
 :func:`get_vdpa_interface_config` turns typed facts - the port and its
-network, the flavor and image, the vDPA device, the host's libvirt and QEMU
-versions, Nova's ``[libvirt]`` queue sizes - into a
+network, Nova's flavor and image meta, the vDPA device, the host's libvirt
+and QEMU versions, Nova's ``[libvirt]`` queue options - into a
 :class:`~nova_vdpa.libvirt.config.LibvirtConfigGuestVdpaInterface`. It
 reads no configuration and touches no host: the Nova facade gathers the
 facts and calls it, so every decision here is a unit test away.
 
-It imports the config classes, oslo.utils and oslo.log, nothing of Nova's
-driver.
+What a flavor or image asks for is decided by Nova's own functions
+(``nova.virt.hardware.get_vif_multiqueue_constraint`` and
+``get_packed_virtqueue_constraint``, ``nova.virt.osinfo`` for the model),
+and the queue count follows Nova's rule (the vCPUs, capped by ``[libvirt]
+max_queues``), so a flavor or image means here exactly what it means to
+Nova. Only the vDPA-specific part is ours: the device's queue pairs, ring
+sizes and features cap what Nova would render, and every such cut is
+logged as a warning naming the port. Nothing is trusted: a value of the
+wrong type or range raises InvalidVdpaInterfaceRequest naming it.
+
+It imports the config classes, Nova's hardware/osinfo/objects modules,
+the kernel layer's MAC check and oslo.log, nothing of Nova's driver.
 
 What libvirt 9.0 and QEMU 7.2 do with each element for a vdpa interface,
 seen in the test bed (``tests/functional/test_libvirt_vdpa.py`` shows each
 case against the real daemons):
 
+* ``<mac address=...>``: a multicast MAC is refused at define time, and
+  libvirt stores and reports a MAC in lowercase. Nova finds the live
+  interface to detach by comparing MACs as strings, so an uppercase MAC
+  would no longer match. So the MAC must be unicast and is rendered
+  lowercase.
 * ``<mtu size=.../>``: libvirt rejects the domain at define time
   ("setting MTU on interface type vdpa is not supported yet", upstream
   ``qemuDomainNetSupportsMTU`` lists only tap-like types). The guest reads
   the MTU from the vDPA device's config space instead, set when the device
   is created (``vdpa dev add ... mtu N``). So the MTU is never rendered;
-  when the device's MTU is known and differs from the network's, a warning
-  says so.
+  when the network's MTU differs from the device's, or the device's is
+  unknown, a warning says so.
 * ``<model type=...>``: anything but ``virtio`` is rejected ("invalid model
   for interface of type 'vdpa'"); without ``<model>`` libvirt fills in
   ``virtio``. We always render ``virtio``, so what libvirt reports back
   equals what we sent (``<driver page_per_vq>`` is itself refused for a
-  non-virtio model).
+  non-virtio model); an image asking for another model gets a warning.
 * ``<driver queues='N'/>``: accepted whatever the device offers. On
   vdpa_sim_net (no ``VIRTIO_NET_F_MQ``, one queue pair) ``queues='2'``
   still starts with ``mq=on`` and more MSI-X vectors on QEMU's virtio-net,
   while the device can never give the guest a second pair: a silent no-op.
   ``queues='1'`` is dropped by libvirt from the XML it reports. So queues
-  are rendered only when above 1, capped by the device's queue pairs and
-  the vCPU count.
+  are rendered only when above 1, Nova's count capped by the device's
+  queue pairs.
 * ``rx_queue_size`` / ``tx_queue_size``: accepted (QEMU allows tx sizes
   above 256 for vhost-vdpa). QEMU needs a power of two from 256 to 1024,
   and the ring size is negotiated with the device only when the guest
@@ -59,13 +74,18 @@ case against the real daemons):
   destroyed: a new open got EBUSY, and ``vdpa dev del`` would block.
 """
 
+import collections.abc
 import dataclasses
+import re
 import typing as ty
 
+from nova import objects
+from nova.virt import hardware
+from nova.virt import osinfo
 from oslo_log import log as logging
-from oslo_utils import strutils
 
 from nova_vdpa import exception
+from nova_vdpa.kernel import validate
 from nova_vdpa.libvirt import config
 
 LOG = logging.getLogger(__name__)
@@ -84,24 +104,56 @@ QEMU_MAX_QUEUE_SIZE = 1024
 #: virtio feature bit of the packed virtqueue layout.
 VIRTIO_F_RING_PACKED = 34
 
+VIRTIO_MODEL = 'virtio'
 
-class _Properties(ty.Protocol):
-    """Anything with ``get``: a dict, or Nova's ``ImageMetaProps``."""
+_CHARDEV_RE = re.compile(r'/dev/vhost-vdpa-[0-9]+')
 
-    def get(self, key: str, default: ty.Any = None) -> ty.Any:
-        ...
+
+def _bad(what: str, value: object,
+         reason: str) -> exception.InvalidVdpaInterfaceRequest:
+    return exception.InvalidVdpaInterfaceRequest(
+        reason='%s %r %s' % (what, value, reason))
+
+
+def _check_int(what: str, value: object, minimum: int = 1,
+               maximum: int | None = None, optional: bool = False) -> None:
+    """:raises: InvalidVdpaInterfaceRequest unless an int in range."""
+    if value is None and optional:
+        return
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or value < minimum or (maximum is not None and value > maximum)):
+        raise _bad(what, value, 'is not an integer from %d%s' % (
+            minimum, ' to %d' % maximum if maximum is not None else ' up'))
 
 
 @dataclasses.dataclass(frozen=True)
 class Port:
     """What the designer needs of a Neutron port.
 
-    :param mac: the port's MAC address.
+    :param mac: the port's MAC address, a unicast ``xx:xx:xx:xx:xx:xx``.
     :param mtu: the MTU of the port's network, ``None`` if unknown.
+    :param id: the Neutron port's id, for log messages.
+    :raises: InvalidVdpaInterfaceRequest naming a bad value.
     """
 
     mac: str
     mtu: int | None = None
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        problem = validate.mac_problem(self.mac)
+        if problem:
+            raise exception.InvalidVdpaInterfaceRequest(
+                reason='port.mac: %s' % problem)
+        _check_int('port.mtu', self.mtu, validate.MTU_MIN, validate.MTU_MAX,
+                   optional=True)
+        if self.id is not None and not isinstance(self.id, str):
+            raise _bad('port.id', self.id, 'is not a string')
+
+    def __str__(self) -> str:
+        if self.id:
+            return 'port %s (MAC %s)' % (self.id, self.mac.lower())
+        return 'port with MAC %s' % self.mac.lower()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +168,7 @@ class Device:
     :param features: the virtio feature bits the device offers, ``None``
         if unknown.
     :param mtu: the MTU in the device's config space, ``None`` if unknown.
+    :raises: InvalidVdpaInterfaceRequest naming a bad value.
     """
 
     chardev: str
@@ -124,6 +177,20 @@ class Device:
     features: int | None = None
     mtu: int | None = None
 
+    def __post_init__(self) -> None:
+        if (not isinstance(self.chardev, str)
+                or not _CHARDEV_RE.fullmatch(self.chardev)):
+            raise _bad('device.chardev', self.chardev,
+                       'is not a /dev/vhost-vdpa-N path')
+        _check_int('device.max_queue_pairs', self.max_queue_pairs, 1,
+                   validate.MAX_VQ_PAIRS)
+        _check_int('device.max_vq_size', self.max_vq_size, 1, 0xffff,
+                   optional=True)
+        _check_int('device.features', self.features, 0, (1 << 64) - 1,
+                   optional=True)
+        _check_int('device.mtu', self.mtu, validate.MTU_MIN,
+                   validate.MTU_MAX, optional=True)
+
 
 @dataclasses.dataclass(frozen=True)
 class Host:
@@ -131,10 +198,15 @@ class Host:
 
     :param libvirt_version: ``virConnectGetLibVersion()``.
     :param qemu_version: ``virConnectGetVersion()``.
+    :raises: InvalidVdpaInterfaceRequest naming a bad value.
     """
 
     libvirt_version: int
     qemu_version: int
+
+    def __post_init__(self) -> None:
+        _check_int('host.libvirt_version', self.libvirt_version)
+        _check_int('host.qemu_version', self.qemu_version)
 
 
 def version_str(version: int) -> str:
@@ -157,38 +229,60 @@ def check_host(host: Host) -> None:
                 found=version_str(found))
 
 
-def _requested(
-    name: str,
-    extra_specs: ty.Mapping[str, str],
-    image_props: _Properties,
-) -> bool:
-    """Read a boolean asked for as ``hw:<name>`` and/or ``hw_<name>``.
+def _check_flavor(flavor: ty.Any) -> None:
+    """:raises: InvalidVdpaInterfaceRequest unless a usable Nova flavor."""
+    _check_int('flavor.vcpus', getattr(flavor, 'vcpus', None))
+    if not callable(getattr(flavor, 'get', None)):
+        raise _bad('flavor', flavor, 'has no get() (not a Nova Flavor)')
+    specs = flavor.get('extra_specs', {})
+    if not isinstance(specs, collections.abc.Mapping):
+        raise _bad('flavor.extra_specs', specs, 'is not a mapping')
 
-    Like Nova, the flavor and the image may both set it only if they agree.
 
-    :raises: InvalidVdpaInterfaceRequest if they disagree or a value is
-        not a boolean.
+def _image_meta(image_meta: ty.Any) -> 'objects.ImageMeta':
+    """Nova's ImageMeta for ``image_meta`` (an ImageMeta, a dict or None).
+
+    :raises: InvalidVdpaInterfaceRequest for another type or a property
+        Nova's ImageMetaProps refuses.
     """
-    flavor_value = extra_specs.get('hw:' + name)
-    image_value = image_props.get('hw_' + name)
-    try:
-        flavor_bool = (None if flavor_value is None else
-                       strutils.bool_from_string(flavor_value, strict=True))
-        image_bool = (None if image_value is None else
-                      strutils.bool_from_string(image_value, strict=True))
-    except ValueError as e:
-        raise exception.InvalidVdpaInterfaceRequest(reason=str(e))
-    if (flavor_bool is not None and image_bool is not None
-            and flavor_bool != image_bool):
-        raise exception.InvalidVdpaInterfaceRequest(
-            reason='the flavor has hw:%s=%s but the image has hw_%s=%s'
-            % (name, flavor_value, name, image_value))
-    return bool(flavor_bool or image_bool)
+    if image_meta is None:
+        image_meta = {}
+    if isinstance(image_meta, dict):
+        try:
+            # As Nova's VIF driver does with a dict.
+            return objects.ImageMeta.from_dict(image_meta)
+        except (ValueError, TypeError) as e:
+            raise _bad('image_meta', image_meta, 'is refused by Nova: %s' % e)
+    if not isinstance(image_meta, objects.ImageMeta):
+        raise _bad('image_meta', image_meta,
+                   'is neither a Nova ImageMeta nor a dict')
+    if not image_meta.obj_attr_is_set('properties'):
+        raise _bad('image_meta', image_meta, 'has no properties')
+    return image_meta
 
 
-def _queue_size(
-    option: str, configured: int | None, device: Device,
-) -> int | None:
+def _queues(port: Port, device: Device, flavor: ty.Any,
+            image_meta: 'objects.ImageMeta',
+            max_queues: int | None) -> int | None:
+    """The ``<driver queues>`` to render, or None."""
+    if not hardware.get_vif_multiqueue_constraint(flavor, image_meta):
+        return None
+    # Nova's count: the vCPUs, capped by [libvirt] max_queues.
+    wanted = min(flavor.vcpus, max_queues or flavor.vcpus)
+    queues = min(wanted, device.max_queue_pairs)
+    if queues < wanted:
+        LOG.warning('%(port)s: multiqueue asks for %(wanted)d queue pairs '
+                    '(vCPUs and [libvirt] max_queues) but vDPA device '
+                    '%(dev)s offers %(pairs)d; %(what)s',
+                    {'port': port, 'wanted': wanted, 'dev': device.chardev,
+                     'pairs': device.max_queue_pairs,
+                     'what': ('rendering %d' % queues if queues > 1 else
+                              'multiqueue is not rendered')})
+    return queues if queues > 1 else None
+
+
+def _queue_size(port: Port, option: str, configured: int | None,
+                device: Device) -> int | None:
     """The ring size to render for ``[libvirt] <option>``, or ``None``."""
     if configured is None:
         return None
@@ -197,16 +291,38 @@ def _queue_size(
         size = device.max_vq_size
     if (size < QEMU_MIN_QUEUE_SIZE or size > QEMU_MAX_QUEUE_SIZE
             or size & (size - 1)):
-        LOG.warning('[libvirt] %(opt)s = %(conf)d cannot be used with vDPA '
-                    'device %(dev)s (largest ring %(max)s; QEMU needs a '
-                    'power of two from %(min)d to %(qmax)d): left to the '
-                    'default', {'opt': option, 'conf': configured,
-                                'dev': device.chardev,
-                                'max': device.max_vq_size,
-                                'min': QEMU_MIN_QUEUE_SIZE,
-                                'qmax': QEMU_MAX_QUEUE_SIZE})
+        LOG.warning('%(port)s: [libvirt] %(opt)s = %(conf)d cannot be used '
+                    'with vDPA device %(dev)s (largest ring %(max)s; QEMU '
+                    'needs a power of two from %(min)d to %(qmax)d): left '
+                    'to the default',
+                    {'port': port, 'opt': option, 'conf': configured,
+                     'dev': device.chardev, 'max': device.max_vq_size,
+                     'min': QEMU_MIN_QUEUE_SIZE, 'qmax': QEMU_MAX_QUEUE_SIZE})
         return None
+    if size != configured:
+        LOG.warning('%(port)s: [libvirt] %(opt)s = %(conf)d is larger than '
+                    'the largest ring of vDPA device %(dev)s: rendering '
+                    '%(size)d', {'port': port, 'opt': option,
+                                 'conf': configured, 'dev': device.chardev,
+                                 'size': size})
     return size
+
+
+def _warn_mtu(port: Port, device: Device) -> None:
+    """The network's MTU cannot be rendered: say when that matters."""
+    if port.mtu is None or port.mtu == device.mtu:
+        return
+    if device.mtu is None:
+        LOG.warning('%(port)s: the network has MTU %(mtu)d, which libvirt '
+                    'cannot set for vdpa, and the MTU of vDPA device %(dev)s '
+                    'is unknown: the guest may see another MTU',
+                    {'port': port, 'mtu': port.mtu, 'dev': device.chardev})
+    else:
+        LOG.warning('%(port)s: the network has MTU %(mtu)d but vDPA device '
+                    '%(dev)s has MTU %(dev_mtu)d; the guest sees the '
+                    "device's MTU (libvirt cannot set it for vdpa)",
+                    {'port': port, 'mtu': port.mtu, 'dev': device.chardev,
+                     'dev_mtu': device.mtu})
 
 
 def get_vdpa_interface_config(
@@ -214,62 +330,70 @@ def get_vdpa_interface_config(
     device: Device,
     host: Host,
     *,
-    vcpus: int,
-    extra_specs: ty.Mapping[str, str] | None = None,
-    image_props: _Properties | None = None,
+    flavor: 'objects.Flavor',
+    image_meta: 'objects.ImageMeta | dict[str, ty.Any] | None' = None,
     rx_queue_size: int | None = None,
     tx_queue_size: int | None = None,
+    max_queues: int | None = None,
 ) -> config.LibvirtConfigGuestVdpaInterface:
     """Build the guest interface of a vDPA port.
 
     :param port: the port's MAC and its network's MTU.
     :param device: the vDPA device serving the port.
     :param host: the host's libvirt and QEMU versions.
-    :param vcpus: the flavor's vCPU count.
-    :param extra_specs: the flavor's extra specs
-        (``hw:vif_multiqueue_enabled``, ``hw:virtio_packed_ring``).
-    :param image_props: the image's properties, a dict or Nova's
-        ``ImageMetaProps`` (``hw_vif_multiqueue_enabled``,
-        ``hw_virtio_packed_ring``).
+    :param flavor: the instance's ``nova.objects.Flavor`` (``vcpus``,
+        ``hw:vif_multiqueue_enabled``, ``hw:virtio_packed_ring``).
+    :param image_meta: the instance's ``nova.objects.ImageMeta``, or a dict
+        Nova's ``ImageMeta.from_dict`` takes (``hw_vif_multiqueue_enabled``,
+        ``hw_virtio_packed_ring``, ``hw_vif_model``); None for no image.
     :param rx_queue_size: Nova's ``[libvirt] rx_queue_size``.
     :param tx_queue_size: Nova's ``[libvirt] tx_queue_size``.
+    :param max_queues: Nova's ``[libvirt] max_queues``.
     :returns: the interface config, ready for the guest's device list.
     :raises: HypervisorTooOld if libvirt or QEMU cannot do vdpa interfaces.
-    :raises: InvalidVdpaInterfaceRequest if the flavor and image disagree.
+    :raises: nova.exception.FlavorImageConflict if the flavor and image
+        disagree (raised by Nova's own policy functions).
+    :raises: InvalidVdpaInterfaceRequest naming an input of the wrong type
+        or range.
     """
+    for what, value, cls in (('port', port, Port), ('device', device, Device),
+                             ('host', host, Host)):
+        if not isinstance(value, cls):
+            raise _bad(what, value, 'is not a designer.%s' % cls.__name__)
+    _check_flavor(flavor)
+    image = _image_meta(image_meta)
+    for option, value in (('rx_queue_size', rx_queue_size),
+                          ('tx_queue_size', tx_queue_size),
+                          ('max_queues', max_queues)):
+        _check_int('[libvirt] ' + option, value, optional=True)
     check_host(host)
-    specs: ty.Mapping[str, str] = extra_specs or {}
-    props: _Properties = image_props if image_props is not None else {}
 
     conf = config.LibvirtConfigGuestVdpaInterface()
-    conf.mac_addr = port.mac
+    # libvirt stores the MAC lowercase; Nova's detach compares strings.
+    conf.mac_addr = port.mac.lower()
     conf.source_dev = device.chardev
-    conf.model = 'virtio'
+    conf.model = VIRTIO_MODEL
 
-    if (port.mtu is not None and device.mtu is not None
-            and port.mtu != device.mtu):
-        LOG.warning('vDPA device %(dev)s has MTU %(dev_mtu)d but the network '
-                    'of port %(mac)s has MTU %(mtu)d; the guest sees the '
-                    "device's MTU (libvirt cannot set it for vdpa)",
-                    {'dev': device.chardev, 'dev_mtu': device.mtu,
-                     'mac': port.mac, 'mtu': port.mtu})
+    model = osinfo.HardwareProperties(image).network_model
+    if model is not None and model != VIRTIO_MODEL:
+        LOG.warning('%(port)s: the image asks for NIC model %(model)s, but '
+                    'libvirt accepts only virtio for vdpa: rendering virtio',
+                    {'port': port, 'model': model})
 
-    if _requested('vif_multiqueue_enabled', specs, props):
-        queues = min(vcpus, device.max_queue_pairs)
-        if queues > 1:
-            conf.vhost_queues = queues
+    _warn_mtu(port, device)
 
-    conf.vhost_rx_queue_size = _queue_size('rx_queue_size', rx_queue_size,
-                                           device)
-    conf.vhost_tx_queue_size = _queue_size('tx_queue_size', tx_queue_size,
-                                           device)
+    conf.vhost_queues = _queues(port, device, flavor, image, max_queues)
+    conf.vhost_rx_queue_size = _queue_size(port, 'rx_queue_size',
+                                           rx_queue_size, device)
+    conf.vhost_tx_queue_size = _queue_size(port, 'tx_queue_size',
+                                           tx_queue_size, device)
 
-    if _requested('virtio_packed_ring', specs, props):
+    if hardware.get_packed_virtqueue_constraint(flavor, image):
         if (device.features is not None
                 and not device.features >> VIRTIO_F_RING_PACKED & 1):
-            LOG.warning('packed virtqueues requested, but vDPA device %s '
-                        'does not offer them: the guest gets split rings',
-                        device.chardev)
+            LOG.warning('%(port)s: packed virtqueues requested, but vDPA '
+                        'device %(dev)s does not offer them: the guest gets '
+                        'split rings', {'port': port, 'dev': device.chardev})
         else:
             conf.driver_packed = True
 

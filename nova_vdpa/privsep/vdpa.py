@@ -57,10 +57,12 @@ def bind_device(name: str) -> str:
     """Bind ``name`` to vhost_vdpa (privileged: uid 0 for sysfs).
 
     :returns: the ``/dev/vhost-vdpa-N`` path of the device.
+    :param name: any name the kernel reports: devices other tools made
+        can be bound too.
     :raises: VdpaInvalidArgument before escalation; VdpaDeviceNotFound,
-        VdpaBindError, VdpaChardevNotFound.
+        VdpaBindError, VdpaChardevNotFound, VdpaDeviceInUse.
     """
-    validate.device_name(name)
+    validate.existing_device_name(name)
     return _bind_device(name)
 
 
@@ -75,11 +77,13 @@ def delete_device(name: str,
                   timeout: float = lifecycle.DEFAULT_DELETE_TIMEOUT) -> None:
     """Delete ``name`` unless a process holds its chardev (privileged).
 
+    :param name: any name the kernel reports: devices other tools made
+        can be deleted too.
     :raises: VdpaInvalidArgument before escalation; VdpaDeviceInUse,
-        VdpaDeleteTimeout, VdpaDeviceNotFound.
+        VdpaDeleteTimeout, VdpaDeviceNotFound, VdpaNotLoaded.
     """
-    validate.device_name(name)
-    validate.delete_timeout(timeout, name)
+    validate.existing_device_name(name)
+    validate.timeout(timeout, name)
     _delete_device(name, float(timeout))
 
 

@@ -15,8 +15,17 @@ test (tests/functional/test_kernel_*.py) checks against the real kernel:
 * a new device autoprobes to the bus driver that registered first;
   driver_override + drivers_probe, unbind and bind behave as on the bus;
 * a vhost-vdpa node admits one opener (EBUSY), and deleting a device whose
-  node is open blocks until it is closed;
-* without the family (modules unloaded) binding the socket is ENOENT.
+  node is open, or unbinding it from vhost_vdpa, blocks until it is closed;
+* ``bind``, ``unbind`` and ``drivers_probe`` find a device by name as
+  ``sysfs_streq`` does: one trailing newline on either side is ignored;
+* device names are not checked: any name iproute2 sends is created;
+* without the family (modules unloaded) binding the socket is ENOENT and
+  ``/sys/bus/vdpa`` is gone.
+
+It is a ``fixtures.Fixture``: ``useFixture(FakeKernel())`` builds the tree
+in a temporary folder and, at cleanup, closes the clients it made and
+releases every held chardev (so no thread stays blocked). Built with a
+``root``, it is usable at once without the fixture protocol.
 
 Messages go through pyroute2's real encoder and decoder both ways.
 """
@@ -26,6 +35,7 @@ import errno
 import os
 import threading
 
+import fixtures
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nova_vdpa.kernel import model
@@ -88,16 +98,18 @@ class FakeDevice:
     holder: int | None = None
 
 
-class FakeKernel:
+def sysfs_streq(a, b):
+    """The kernel's sysfs_streq: equal, but for one trailing newline."""
+    return a == b or a + '\n' == b or a == b + '\n'
+
+
+class FakeKernel(fixtures.Fixture):
     """State of the fake kernel, its sysfs tree living under ``root``."""
 
-    def __init__(self, root, mgmtdevs=None,
+    def __init__(self, root=None, mgmtdevs=None,
                  drivers=(sysfs.VIRTIO_VDPA, sysfs.VHOST_VDPA)):
+        super().__init__()
         self.root = root
-        self.sys = os.path.join(root, 'sys')
-        self.dev = os.path.join(root, 'dev')
-        self.proc = os.path.join(root, 'proc')
-        self.bus = os.path.join(self.sys, 'bus', 'vdpa')
         self.loaded = True
         # genetlink gives the family a new id each time vdpa is loaded.
         self.family_id = FAMILY_ID
@@ -106,6 +118,22 @@ class FakeKernel:
         self.mgmtdevs = list(mgmtdevs or [vdpasim_net()])
         self.devices = {}
         self.cond = threading.Condition()
+        self._clients = []
+        if root is not None:
+            self._build()
+
+    def _setUp(self):
+        if self.root is None:
+            self.root = self.useFixture(fixtures.TempDir()).path
+            self._build()
+        self.addCleanup(self._release)
+
+    def _build(self):
+        root = self.root
+        self.sys = os.path.join(root, 'sys')
+        self.dev = os.path.join(root, 'dev')
+        self.proc = os.path.join(root, 'proc')
+        self.bus = os.path.join(self.sys, 'bus', 'vdpa')
         for d in (self.dev, self.proc, os.path.join(self.bus, 'devices'),
                   os.path.join(self.sys, 'devices', 'pci0000:00')):
             os.makedirs(d, exist_ok=True)
@@ -118,15 +146,44 @@ class FakeKernel:
             with open(os.path.join(self.bus, f), 'w') as fh:
                 fh.write(v)
 
+    def _release(self):
+        """Let every blocked operation end; close the clients we made."""
+        with self.cond:
+            for d in self.devices.values():
+                d.holder = None
+            self.cond.notify_all()
+        for client in self._clients:
+            client.close()
+
+    def unload(self):
+        """``modprobe -r``: the family and /sys/bus/vdpa disappear."""
+        self.loaded = False
+        os.rename(self.bus, self.bus + '.unloaded')
+
+    def load(self):
+        """``modprobe`` again: the family comes back with a new id."""
+        os.rename(self.bus + '.unloaded', self.bus)
+        self.loaded = True
+        self.family_id += 1
+
     # --------------------------------------------------------------- access
     def socket(self):
         return FakeVdpaSocket(self)
 
     def client(self):
-        return netlink.VdpaClient(socket_factory=self.socket)
+        client = netlink.VdpaClient(socket_factory=self.socket)
+        self._clients.append(client)
+        return client
 
     def sysfs(self):
         return FakeSysfs(self)
+
+    def by_sysfs_name(self, value):
+        """The device a name written to bind/unbind/drivers_probe finds."""
+        for d in self.devices.values():
+            if sysfs_streq(d.name, value):
+                return d
+        raise OSError(errno.ENODEV, 'no such device')
 
     # ------------------------------------------------------------- netlink
     def handle(self, cmd, attrs, dump):
@@ -364,6 +421,8 @@ class FakeKernel:
 
     def close_chardev(self, name):
         d = self.devices[name]
+        if d.holder is None:
+            return  # released at cleanup already
         os.unlink(os.path.join(self.proc, str(d.holder), 'fd', '3'))
         with self.cond:
             d.holder = None
@@ -381,19 +440,16 @@ class FakeSysfs(sysfs.VdpaSysfs):
         k = self.kernel
         rel = os.path.relpath(path, k.bus)
         parts = rel.split(os.sep)
-        value = value.strip()
         if parts[0] == 'devices' and parts[-1] == 'driver_override':
+            # driver_set_override keeps what comes before a newline.
+            value = value.split('\n')[0]
             k.devices[parts[1]].override = value or None
             with open(path, 'w') as f:
                 f.write((value or '(null)') + '\n')
         elif rel == 'drivers_probe':
-            if value not in k.devices:
-                raise OSError(errno.ENODEV, 'no such device')
-            k.probe(k.devices[value])
+            k.probe(k.by_sysfs_name(value))
         elif parts[0] == 'drivers' and parts[-1] in ('bind', 'unbind'):
-            d = k.devices.get(value)
-            if d is None:
-                raise OSError(errno.ENODEV, 'no such device')
+            d = k.by_sysfs_name(value)
             if parts[-1] == 'unbind':
                 if d.driver != parts[1]:
                     raise OSError(errno.ENODEV, 'not bound to this driver')

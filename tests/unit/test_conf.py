@@ -2,12 +2,12 @@ import importlib
 
 from oslo_config import cfg
 from oslo_config import fixture as cfg_fixture
-import testtools
 
 from nova_vdpa import conf
+from tests.unit import base
 
 
-class TestConf(testtools.TestCase):
+class TestConf(base.TestCase):
 
     def test_import_registers_nothing(self):
         importlib.reload(conf)

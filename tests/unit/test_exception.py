@@ -1,15 +1,15 @@
 import pickle
 
-import testtools
 
 from nova_vdpa import exception
+from tests.unit import base
 
 
 class _Example(exception.NovaVdpaException):
     msg_fmt = "vDPA device %(device)s is broken"
 
 
-class TestException(testtools.TestCase):
+class TestException(base.TestCase):
 
     def test_msg_fmt_formatted_with_kwargs(self):
         e = _Example(device='vdpa0')

@@ -2,26 +2,14 @@
 
 import errno
 
-import fixtures
-import testtools
-
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
+from nova_vdpa.kernel import validate
+from tests.unit import base
 from tests.unit import fake_kernel
 
-
-class KernelTestCase(testtools.TestCase):
-
-    mgmtdevs = None
-
-    def setUp(self):
-        super().setUp()
-        root = self.useFixture(fixtures.TempDir()).path
-        self.kernel = fake_kernel.FakeKernel(root, mgmtdevs=self.mgmtdevs)
-        self.client = self.kernel.client()
-        self.addCleanup(self.client.close)
-        self.sysfs = self.kernel.sysfs()
+KernelTestCase = base.KernelTestCase
 
 
 class TestQueries(KernelTestCase):
@@ -158,6 +146,7 @@ class TestErrors(KernelTestCase):
         self.kernel.loaded = False
         e = self.assertRaises(exception.VdpaNotLoaded, self.kernel.client)
         self.assertIn('not loaded', str(e))
+        self.assertIn("generic netlink family 'vdpa'", str(e))
 
     def test_client_rebinds_after_the_family_is_reloaded(self):
         client = self.kernel.client()
@@ -175,6 +164,10 @@ class TestErrors(KernelTestCase):
         self.kernel.loaded = False
         e = self.assertRaises(exception.VdpaNotLoaded, client.list_devices)
         self.assertIn('not loaded', str(e))
+        # A request about a device names it, also when the family is gone.
+        e = self.assertRaises(exception.VdpaNotLoaded, client.get_device,
+                              'vd7')
+        self.assertIn('device vd7', str(e))
         self.assertRaises(exception.VdpaNotLoaded, client.list_devices)
         # Loaded again (with a new family id): the same client works.
         self.kernel.loaded = True
@@ -223,7 +216,7 @@ class TestValidation(KernelTestCase):
 
     def test_names_cannot_escape_sysfs(self):
         for name in ('', '..', '.', 'a/b', '../x', 'a b', 'x' * 64,
-                     '-lead', 'a\0b', 'a.b', None, 7):
+                     '-lead', 'a\0b', 'a.b', 'abc\n', None, 7):
             self._refused(name=name)
         self.assertEqual({}, self.kernel.devices)
 
@@ -237,6 +230,8 @@ class TestValidation(KernelTestCase):
         self._refused(mac='01:00:5e:00:00:01')
         self._refused(mac='00:00:00:00:00:00')
         self._refused(mac='02-00-00-00-00-01')
+        self._refused(mac='02:00:00:00:00:01\n')
+        self._refused(mgmtdev='vdpasim_net\n')
         self._refused(mgmtdev='pci/../x')
         self._refused(mgmtdev='PCI BUS/x')
         self._refused(device_features=-1)
@@ -248,7 +243,75 @@ class TestValidation(KernelTestCase):
         self.assertEqual(2, len(self.client.list_devices()))
 
 
-class TestFeatureNames(testtools.TestCase):
+class TestAnchoredChecks(base.TestCase):
+    """Every pattern check matches the whole string: no trailing junk."""
+
+    def test_trailing_newline_or_junk_never_passes(self):
+        checks = (
+            (validate.device_name, 'vd0'),
+            (validate.mgmtdev_handle, 'vdpasim_net'),
+            (validate.mgmtdev_handle, 'pci/0000:08:00.2'),
+            (validate.mac, '02:00:00:00:00:01'),
+            (validate.pci_address, '0000:08:00.2'),
+        )
+        for check, good in checks:
+            check(good)
+            for bad in (good + '\n', good + ' ', good + '\nx', good + '\0',
+                        '\n' + good):
+                self.assertRaises(exception.VdpaInvalidArgument, check, bad)
+        self.assertRaises(exception.VdpaInvalidArgument,
+                          validate.mgmtdev_handle, 'pci\n/0000:08:00.2')
+
+    def test_pci_address_is_the_sysfs_spelling(self):
+        for good in ('0000:08:00.2', '0000:af:1f.7', '10000:00:00.0'):
+            validate.pci_address(good)
+        for bad in ('0000:08:00.8', '0000:08:20.0', '0000:AF:00.0', '08:00.2',
+                    '0000:08:00', '../x', '.', None):
+            self.assertRaises(exception.VdpaInvalidArgument,
+                              validate.pci_address, bad)
+
+
+class TestDevicesOtherToolsMade(KernelTestCase):
+    """iproute2 creates names our creation rule forbids: we manage them."""
+
+    NAMES = ('a.b', 'x:y', 'p@q', 'n' * 100, 'sp ace', 'nl\n', '-lead')
+
+    def iproute2_add(self, name):
+        # What `vdpa dev add name <name> mgmtdev vdpasim_net` sends: no
+        # check of ours on the way.
+        list(self.client._request(
+            netlink.VDPA_CMD_DEV_NEW,
+            [('VDPA_ATTR_DEV_NAME', name),
+             ('VDPA_ATTR_MGMTDEV_DEV_NAME', 'vdpasim_net')], False,
+            dict(device=name, mgmtdev='vdpasim_net', attribute='-')))
+
+    def test_creation_keeps_the_strict_rule(self):
+        for name in self.NAMES:
+            self.assertRaises(exception.VdpaInvalidArgument,
+                              self.client.create_device, name, 'vdpasim_net')
+        self.assertEqual([], self.client.list_devices())
+
+    def test_get_config_and_delete_any_reported_name(self):
+        for name in self.NAMES:
+            self.iproute2_add(name)
+        listed = sorted(d.name for d in self.client.list_devices())
+        self.assertEqual(sorted(self.NAMES), listed)
+        for name in listed:
+            self.assertEqual(name, self.client.get_device(name).name)
+            self.assertEqual(name, self.client.get_config(name).name)
+            self.client.delete_device(name)
+        self.assertEqual([], self.client.list_devices())
+
+    def test_what_cannot_be_a_sysfs_component_is_refused(self):
+        for name in ('', '.', '..', 'a/b', '../x', 'a\0b', None, 7):
+            for call in (self.client.get_device, self.client.get_config,
+                         self.client.delete_device):
+                e = self.assertRaises(exception.VdpaInvalidArgument, call,
+                                      name)
+                self.assertIn(repr(name), str(e))
+
+
+class TestFeatureNames(base.TestCase):
 
     def test_names_like_iproute2(self):
         bits = (1 << 3 | 1 << 5 | 1 << 16 | 1 << 17 | 1 << 23 | 1 << 32

@@ -11,7 +11,8 @@ import subprocess
 import sys
 import textwrap
 
-import testtools
+from tests.unit import base
+
 
 PROBE = textwrap.dedent('''
     import json
@@ -36,7 +37,7 @@ PROBE = textwrap.dedent('''
 ''')
 
 
-class TestNovaLoader(testtools.TestCase):
+class TestNovaLoader(base.TestCase):
 
     def setUp(self):
         super().setUp()

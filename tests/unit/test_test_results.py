@@ -6,7 +6,8 @@ import pathlib
 import tempfile
 
 import subunit
-import testtools
+
+from tests.unit import base
 
 _PATH = (pathlib.Path(__file__).resolve().parents[2] / 'tools'
          / 'test_results.py')
@@ -15,7 +16,7 @@ test_results = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(test_results)
 
 
-class TestCount(testtools.TestCase):
+class TestCount(base.TestCase):
 
     def stream(self, events):
         fd, path = tempfile.mkstemp(suffix='.subunit')

@@ -4,7 +4,8 @@ import importlib.util
 import pathlib
 
 import fixtures
-import testtools
+
+from tests.unit import base
 
 _PATH = pathlib.Path(__file__).resolve().parents[2] / 'tools' / 'testbed.py'
 _spec = importlib.util.spec_from_file_location('testbed', _PATH)
@@ -12,7 +13,7 @@ testbed = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(testbed)
 
 
-class TestTestbedTool(testtools.TestCase):
+class TestTestbedTool(base.TestCase):
 
     def test_kernel_package_set_for_a_debian_version(self):
         abi, pkgs = testbed.kernel_packages('6.12.117-1~deb12u1')

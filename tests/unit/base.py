@@ -1,0 +1,58 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Shared bases and helpers of the unit tests.
+
+Every unit test derives from :class:`TestCase`, oslotest's base class, so
+that ``OS_TEST_TIMEOUT`` and the ``OS_*_CAPTURE`` settings tox sets take
+effect. Test modules import their bases and helpers from here, never from
+one another.
+"""
+
+from lxml import etree
+from nova import objects
+from oslotest import base
+
+from tests.unit import fake_kernel
+
+
+class TestCase(base.BaseTestCase):
+    """oslotest's base: timeout, output and log capture from tox's env."""
+
+
+class KernelTestCase(TestCase):
+    """A fake kernel (a fixture), a client and a sysfs view of it."""
+
+    #: management devices of the fake kernel (None: vdpasim_net)
+    mgmtdevs: list | None = None
+
+    def setUp(self):
+        super().setUp()
+        self.kernel = self.useFixture(
+            fake_kernel.FakeKernel(mgmtdevs=self.mgmtdevs))
+        self.client = self.kernel.client()
+        self.sysfs = self.kernel.sysfs()
+
+
+class NovaObjectsTestCase(TestCase):
+    """Nova's versioned objects registered (Flavor, ImageMeta)."""
+
+    def setUp(self):
+        super().setUp()
+        objects.register_all()
+
+
+def xml_tree(node):
+    """An element as (tag, attributes, children), order of children kept."""
+    if isinstance(node, str):
+        node = etree.fromstring(node)
+    return (node.tag, dict(node.attrib), [xml_tree(c) for c in node])
