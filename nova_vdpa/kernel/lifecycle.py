@@ -123,13 +123,22 @@ class _DeleteWorker:
                     continue  # cancelled while queued
                 try:
                     if client is None:
-                        client = self._factory()
+                        client = self._new_client(name)
                     future.set_result(fn(client, name))
                 except BaseException as e:
                     future.set_exception(e)
         finally:
             if client is not None:
                 client.close()
+
+    def _new_client(self, name: str) -> netlink.VdpaClient:
+        """A client for this thread; its errors name the device asked for."""
+        try:
+            return self._factory()
+        except exception.VdpaKernelError as e:
+            if e.kwargs.get('device', '-') != '-':
+                raise
+            raise type(e)(**dict(e.kwargs, device=name)) from None
 
     def _submit(self, fn: Callable[[netlink.VdpaClient, str], Any],
                 name: str) -> 'concurrent.futures.Future[Any]':

@@ -9,10 +9,7 @@ from nova_vdpa.kernel import validate
 from tests.unit import base
 from tests.unit import fake_kernel
 
-KernelTestCase = base.KernelTestCase
-
-
-class TestQueries(KernelTestCase):
+class TestQueries(base.KernelTestCase):
 
     mgmtdevs = [fake_kernel.vdpasim_net(), fake_kernel.mlx5_vf()]
 
@@ -91,7 +88,7 @@ class TestQueries(KernelTestCase):
         self.assertIn('errno 11', str(e))
 
 
-class TestErrors(KernelTestCase):
+class TestErrors(base.KernelTestCase):
 
     mgmtdevs = [fake_kernel.vdpasim_net(), fake_kernel.mlx5_vf()]
 
@@ -204,7 +201,7 @@ class TestErrors(KernelTestCase):
                          self.client.get_config('vd0').device_features)
 
 
-class TestValidation(KernelTestCase):
+class TestValidation(base.KernelTestCase):
 
     def _refused(self, **kw):
         args = dict(name='vd0', mgmtdev='vdpasim_net')
@@ -271,7 +268,7 @@ class TestAnchoredChecks(base.TestCase):
                               validate.pci_address, bad)
 
 
-class TestDevicesOtherToolsMade(KernelTestCase):
+class TestDevicesOtherToolsMade(base.KernelTestCase):
     """iproute2 creates names our creation rule forbids: we manage them."""
 
     NAMES = ('a.b', 'x:y', 'p@q', 'n' * 100, 'sp ace', 'nl\n', '-lead')

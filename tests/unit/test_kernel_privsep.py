@@ -8,7 +8,8 @@ import fixtures
 from nova_vdpa import exception
 import nova_vdpa.privsep
 from nova_vdpa.privsep import vdpa as priv_vdpa
-from tests.unit import test_kernel_netlink as base
+from nova_vdpa.kernel import netlink
+from tests.unit import base
 
 
 def _no_daemon(*args, **kwargs):
@@ -59,12 +60,33 @@ class TestInProcess(PrivsepTestCase):
     def test_errors_survive_the_privsep_round_trip(self):
         # The daemon sends (class, args) and the client rebuilds
         # exc_type(*args): the message must survive.
-        try:
-            priv_vdpa.create_device('vd0', 'nope')
-        except exception.VdpaManagementDeviceNotFound as e:
+        priv_vdpa.create_device('vd0', 'vdpasim_net')
+        node = priv_vdpa.bind_device('vd0')
+        self.kernel.open_chardev('vd0', pid=55)
+        self.addCleanup(self.kernel.close_chardev, 'vd0')
+        for error, call, needle in (
+                (exception.VdpaManagementDeviceNotFound,
+                 lambda: priv_vdpa.create_device('vd1', 'nope'), 'nope'),
+                (exception.VdpaDeviceInUse,
+                 lambda: priv_vdpa.delete_device('vd0'), node)):
+            e = self.assertRaises(error, call)
             again = type(e)(*e.args)
             self.assertEqual(str(e), str(again))
-            self.assertIn('nope', str(again))
+            self.assertIn(needle, str(again))
+
+    def test_devices_other_tools_made(self):
+        # `vdpa dev add name a.b:c@d ...`: bound and deleted through the
+        # entrypoints, whose own check is the permissive one.
+        for name in ('a.b:c@d', 'n' * 80):
+            list(self.client._request(
+                netlink.VDPA_CMD_DEV_NEW,
+                [('VDPA_ATTR_DEV_NAME', name),
+                 ('VDPA_ATTR_MGMTDEV_DEV_NAME', 'vdpasim_net')], False,
+                dict(device=name, mgmtdev='vdpasim_net', attribute='-')))
+            node = priv_vdpa.bind_device(name)
+            self.assertEqual(self.sysfs.chardev(name), node)
+            priv_vdpa.delete_device(name)
+        self.assertEqual([], self.client.list_devices())
 
 
 class TestChecksBeforeEscalation(PrivsepTestCase):
@@ -79,8 +101,13 @@ class TestChecksBeforeEscalation(PrivsepTestCase):
                                                 mac='zz'),
                 lambda: priv_vdpa.create_device('x', 'vdpasim_net',
                                                 max_vq_pairs=0),
+                lambda: priv_vdpa.create_device('x\n', 'vdpasim_net'),
+                lambda: priv_vdpa.create_device('x', 'vdpasim_net',
+                                                mac='02:00:00:00:00:01\n'),
                 lambda: priv_vdpa.bind_device('a/b'),
+                lambda: priv_vdpa.bind_device(''),
                 lambda: priv_vdpa.delete_device('..'),
+                lambda: priv_vdpa.delete_device('a\0b'),
                 lambda: priv_vdpa.delete_device('x', timeout=0),
                 lambda: priv_vdpa.delete_device('x', timeout=301),
                 lambda: priv_vdpa.delete_device('x', timeout=True)):

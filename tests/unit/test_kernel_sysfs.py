@@ -1,14 +1,20 @@
 """Binding, chardevs, holders, VF facts and safe deletion on the fake tree."""
 
+import errno
+import logging
 import os
 import threading
 import time
 
+import fixtures
+from pyroute2.netlink.exceptions import NetlinkError
+
 from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
+from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
+from tests.unit import base
 from tests.unit import fake_kernel
-from tests.unit import test_kernel_netlink as base
 
 
 class TestBinding(base.KernelTestCase):
@@ -89,6 +95,143 @@ class TestBinding(base.KernelTestCase):
         return self.sysfs.parent('p0')
 
 
+class TestHeldDeviceIsNeverUnbound(base.KernelTestCase):
+    """Unbinding from vhost_vdpa blocks while the chardev is held."""
+
+    def setUp(self):
+        super().setUp()
+        self.node = lifecycle.create_device(self.client, self.sysfs, 'vd0',
+                                            'vdpasim_net')
+
+    def test_rebind_refused_promptly_while_held(self):
+        self.kernel.open_chardev('vd0', pid=77)
+        t0 = time.monotonic()
+        e = self.assertRaises(exception.VdpaDeviceInUse, self.sysfs.bind,
+                              'vd0', 'virtio_vdpa')
+        self.assertLess(time.monotonic() - t0, 2)
+        self.assertIn('refusing to rebind to virtio_vdpa it', str(e))
+        self.assertIn('pid 77', str(e))
+        self.assertIn(self.node, str(e))
+        # Nothing was written: still on vhost_vdpa, override unchanged.
+        d = self.kernel.devices['vd0']
+        self.assertEqual(('vhost_vdpa', 'vhost_vdpa'), (d.driver, d.override))
+        self.kernel.close_chardev('vd0')
+        self.sysfs.bind('vd0', 'virtio_vdpa')
+        self.assertEqual('virtio_vdpa', self.sysfs.driver('vd0'))
+
+    def test_binding_to_the_same_driver_is_allowed_while_held(self):
+        self.kernel.open_chardev('vd0', pid=77)
+        self.addCleanup(self.kernel.close_chardev, 'vd0')
+        self.sysfs.bind('vd0', 'vhost_vdpa')
+        self.assertEqual(self.node, self.sysfs.chardev('vd0'))
+
+    def test_open_after_the_check_times_out(self):
+        k = self.kernel
+
+        class Racy(fake_kernel.FakeSysfs):
+            def is_open(self, chardev, name='-'):
+                busy = super().is_open(chardev, name)
+                k.open_chardev('vd0', pid=88)
+                return busy
+
+        t0 = time.monotonic()
+        e = self.assertRaises(exception.VdpaUnbindTimeout, Racy(k).bind,
+                              'vd0', 'virtio_vdpa', timeout=0.3)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertIn('vd0', str(e))
+        self.assertIn(self.node, str(e))
+        # The kernel unbinds once the holder closes; no driver after that.
+        k.close_chardev('vd0')
+        deadline = time.monotonic() + 5
+        while k.devices['vd0'].driver and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertIsNone(self.sysfs.driver('vd0'))
+
+    def test_bad_timeout(self):
+        for bad in (0, -1, 301, 'ten', None, True):
+            self.assertRaises(exception.VdpaInvalidArgument, self.sysfs.bind,
+                              'vd0', 'virtio_vdpa', timeout=bad)
+        self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
+
+    def test_unknown_driver_named(self):
+        e = self.assertRaises(exception.VdpaBindError, self.sysfs.bind,
+                              'vd0', 'vfio\n')
+        self.assertIn('vd0', str(e))
+
+
+class TestDevicesOtherToolsMade(base.KernelTestCase):
+    """Names iproute2 accepts: bound, checked and deleted like ours."""
+
+    NAMES = ('a.b', 'x:y', 'p@q', 'n' * 100, 'nl\n')
+
+    def iproute2_add(self, name):
+        list(self.client._request(
+            netlink.VDPA_CMD_DEV_NEW,
+            [('VDPA_ATTR_DEV_NAME', name),
+             ('VDPA_ATTR_MGMTDEV_DEV_NAME', 'vdpasim_net')], False,
+            dict(device=name, mgmtdev='vdpasim_net', attribute='-')))
+
+    def test_bind_check_and_delete(self):
+        for name in self.NAMES:
+            self.iproute2_add(name)
+            self.sysfs.bind(name)
+            node = self.sysfs.chardev(name)
+            self.kernel.open_chardev(name, pid=70)
+            e = self.assertRaises(exception.VdpaDeviceInUse,
+                                  lifecycle.delete_device, self.sysfs, name,
+                                  client_factory=self.kernel.client)
+            self.assertIn(node, str(e))
+            self.kernel.close_chardev(name)
+            lifecycle.delete_device(self.sysfs, name,
+                                    client_factory=self.kernel.client)
+        self.assertEqual([], self.client.list_devices())
+
+    def test_name_twins_by_trailing_newline_are_never_confused(self):
+        # bind/unbind/drivers_probe ignore one trailing newline: with both
+        # 'tw' and 'tw\n' on the bus, a write could hit the other one.
+        self.iproute2_add('tw')
+        self.iproute2_add('tw\n')
+        for name in ('tw', 'tw\n'):
+            e = self.assertRaises(exception.VdpaBindError, self.sysfs.bind,
+                                  name)
+            self.assertIn('trailing newline', str(e))
+        self.assertEqual(['virtio_vdpa', 'virtio_vdpa'],
+                         [d.driver for d in self.kernel.devices.values()])
+        lifecycle.delete_device(self.sysfs, 'tw',
+                                client_factory=self.kernel.client)
+        self.sysfs.bind('tw\n')
+        self.assertEqual('vhost_vdpa', self.sysfs.driver('tw\n'))
+
+    def test_the_fake_matches_names_like_sysfs_streq(self):
+        self.iproute2_add('tw')
+        self.sysfs._write(os.path.join(self.kernel.bus, 'drivers',
+                                       'virtio_vdpa', 'unbind'), 'tw\n')
+        self.assertIsNone(self.sysfs.driver('tw'))
+
+
+class TestRollback(base.KernelTestCase):
+
+    def test_failed_rollback_is_logged_and_the_bind_error_raised(self):
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        self.kernel.drivers.remove('vhost_vdpa')
+        os.rename(os.path.join(self.kernel.bus, 'drivers', 'vhost_vdpa'),
+                  os.path.join(self.kernel.root, 'unloaded'))
+
+        def refuse(d):
+            raise NetlinkError(errno.EBUSY)
+        self.useFixture(fixtures.MockPatchObject(self.kernel, '_dev_del',
+                                                 refuse))
+        e = self.assertRaises(exception.VdpaBindError,
+                              lifecycle.create_device, self.client,
+                              self.sysfs, 'vd0', 'vdpasim_net')
+        self.assertIn('vhost_vdpa is not loaded', str(e))
+        self.assertIn('vDPA device vd0 on vdpasim_net could not be bound',
+                      logs.output)
+        self.assertIn('left behind', logs.output)
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
+
+
 class TestParentAndVf(base.KernelTestCase):
 
     mgmtdevs = [fake_kernel.mlx5_vf('0000:08:00.2')]
@@ -111,10 +254,28 @@ class TestParentAndVf(base.KernelTestCase):
                                                1, 1),
                          self.sysfs.vf_info('0000:08:00.3'))
         self.assertIsNone(self.sysfs.vf_info('0000:08:00.2').numa_node)
-        self.assertRaises(exception.VdpaSysfsError, self.sysfs.vf_info,
-                          '0000:08:00.0')
+        e = self.assertRaises(exception.VdpaPciDeviceError,
+                              self.sysfs.vf_info, '0000:08:00.0')
+        self.assertIn('PCI device 0000:08:00.0', str(e))
         self.assertRaises(exception.VdpaInvalidArgument, self.sysfs.vf_info,
                           '../x')
+        self.assertRaises(exception.VdpaInvalidArgument, self.sysfs.vf_info,
+                          '0000:08:00.2\n')
+
+    def test_unreadable_numa_node_is_logged(self):
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        pci = os.path.join(self.kernel.sys, 'bus', 'pci', 'devices')
+        os.makedirs(os.path.join(pci, '0000:08:00.0'))
+        os.makedirs(os.path.join(pci, '0000:08:00.2'))
+        os.symlink('../0000:08:00.0', os.path.join(pci, '0000:08:00.2',
+                                                   'physfn'))
+        os.symlink('../0000:08:00.2', os.path.join(pci, '0000:08:00.0',
+                                                   'virtfn0'))
+        with open(os.path.join(pci, '0000:08:00.2', 'numa_node'), 'w') as f:
+            f.write('garbage\n')
+        self.assertIsNone(self.sysfs.vf_info('0000:08:00.2').numa_node)
+        self.assertIn('Cannot read the NUMA node of VF 0000:08:00.2',
+                      logs.output)
 
 
 class TestInUse(base.KernelTestCase):
@@ -133,7 +294,7 @@ class TestInUse(base.KernelTestCase):
         e = self.assertRaises(OSError, self.kernel.open_chardev, 'vd0')
         self.assertEqual(16, e.errno)
         self.assertEqual([sysfs.Holder(77, 'qemu-system-x86_64 -name guest')],
-                         self.sysfs.holders(self.node))
+                         self.sysfs.holders(self.node, 'vd0'))
 
     def test_delete_refused_promptly_while_held(self):
         self.kernel.open_chardev('vd0', pid=77)
@@ -145,6 +306,9 @@ class TestInUse(base.KernelTestCase):
         self.assertIn('pid 77 (qemu-system-x86_64 -name guest)', str(e))
         self.assertIn('vdpasim_net', str(e))
         self.assertIn('vd0', str(e))
+        self.assertIn('character device %s is held' % self.node, str(e))
+        self.assertIn('refusing to delete it', str(e))
+        self.assertNotIn('attribute', str(e))
         self.kernel.close_chardev('vd0')
         lifecycle.delete_device(self.sysfs, 'vd0',
                                 client_factory=self.kernel.client)
@@ -172,8 +336,8 @@ class TestInUse(base.KernelTestCase):
         k = self.kernel
 
         class Racy(fake_kernel.FakeSysfs):
-            def is_open(self, chardev):
-                busy = super().is_open(chardev)
+            def is_open(self, chardev, name='-'):
+                busy = super().is_open(chardev, name)
                 k.open_chardev('vd0', pid=88)
                 return busy
 
@@ -197,9 +361,104 @@ class TestInUse(base.KernelTestCase):
                          [d.name for d in self.client.list_devices()])
 
     def test_delete_unknown(self):
-        self.assertRaises(exception.VdpaDeviceNotFound,
-                          lifecycle.delete_device, self.sysfs, 'nope',
-                          client_factory=self.kernel.client)
+        e = self.assertRaises(exception.VdpaDeviceNotFound,
+                              lifecycle.delete_device, self.sysfs, 'nope',
+                              client_factory=self.kernel.client)
+        self.assertIn('nope', str(e))
+        self.assertNotIn('sysfs', str(e))  # the kernel's answer, not a guess
+
+    def test_delete_after_the_modules_were_unloaded(self):
+        self.kernel.unload()
+        for call in (
+                lambda: lifecycle.delete_device(
+                    self.sysfs, 'vd0', client_factory=self.kernel.client),
+                lambda: self.sysfs.driver('vd0'),
+                lambda: self.sysfs.exists('vd0'),
+                lambda: self.sysfs.chardev('vd0'),
+                lambda: self.sysfs.bind('vd0')):
+            e = self.assertRaises(exception.VdpaNotLoaded, call)
+            self.assertIn('not loaded', str(e))
+            self.assertIn('vd0', str(e))
+
+    def test_chardev_permission_error_names_the_device(self):
+        class NoAccess(fake_kernel.FakeSysfs):
+            def _open_exclusive(self, path):
+                raise PermissionError(errno.EACCES, 'Permission denied')
+
+        e = self.assertRaises(exception.VdpaSysfsError,
+                              lifecycle.delete_device, NoAccess(self.kernel),
+                              'vd0', client_factory=self.kernel.client)
+        self.assertIn('vDPA device vd0', str(e))
+        self.assertIn(self.node, str(e))
+        self.assertIn('Permission denied', str(e))
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
+
+    def test_long_command_line_cut_at_a_word_boundary(self):
+        argv = ['qemu-system-x86_64'] + ['-device', 'virtio-net-pci,id=n'] * 30
+        self.kernel.open_chardev('vd0', pid=77, cmdline=argv)
+        self.addCleanup(self.kernel.close_chardev, 'vd0')
+        [holder] = self.sysfs.holders(self.node, 'vd0')
+        self.assertLessEqual(len(holder.cmdline), sysfs.CMDLINE_MAX)
+        self.assertTrue(holder.cmdline.endswith('...'))
+        words = holder.cmdline[:-3].split(' ')
+        self.assertEqual(argv[:len(words)], words)
+
+    def test_shorten(self):
+        self.assertEqual('short', sysfs.shorten('short'))
+        self.assertEqual('aaa bbb...', sysfs.shorten('aaa bbb cccc', 11))
+        # One word longer than the width: cut inside it.
+        self.assertEqual('x' * 7 + '...', sysfs.shorten('x' * 20, 10))
+
+    def test_unreadable_command_line_is_logged(self):
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        self.kernel.open_chardev('vd0', pid=77)
+        self.addCleanup(self.kernel.close_chardev, 'vd0')
+        cmdline = os.path.join(self.kernel.proc, '77', 'cmdline')
+        os.unlink(cmdline)
+        os.mkdir(cmdline)  # reading it fails with EISDIR
+        self.addCleanup(os.rmdir, cmdline)
+        e = self.assertRaises(exception.VdpaDeviceInUse,
+                              lifecycle.delete_device, self.sysfs, 'vd0',
+                              client_factory=self.kernel.client)
+        self.assertIn('pid 77 (command line unreadable', str(e))
+        self.assertIn('Cannot read the command line of pid 77', logs.output)
+
+    def test_proc_unreadable_is_raised(self):
+        self.kernel.open_chardev('vd0', pid=77)
+        self.addCleanup(self.kernel.close_chardev, 'vd0')
+        s = sysfs.VdpaSysfs(self.kernel.sys, self.kernel.dev,
+                            os.path.join(self.kernel.root, 'no-proc'))
+        e = self.assertRaises(exception.VdpaSysfsError, s.holders,
+                              self.node, 'vd0')
+        self.assertIn('cannot list processes', str(e))
+        self.assertIn('vd0', str(e))
+
+    def test_hidden_holders_are_logged_at_debug(self):
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.DEBUG))
+        self.kernel.open_chardev('vd0', pid=77)
+        self.addCleanup(self.kernel.close_chardev, 'vd0')
+        # A file table we may not read (an OSError on listdir), as /proc
+        # shows one of a process with more privileges than ours.
+        fd_dir = os.path.join(self.kernel.proc, '77', 'fd')
+        os.rename(fd_dir, fd_dir + '.x')
+        self.addCleanup(os.rename, fd_dir + '.x', fd_dir)
+        with open(fd_dir, 'w'):
+            pass
+        self.addCleanup(os.unlink, fd_dir)
+        self.assertEqual([], self.sysfs.holders(self.node, 'vd0'))
+        self.assertIn('the open files of 1 processes are not readable',
+                      logs.output)
+
+    def test_vhost_device_without_chardev_is_not_deleted(self):
+        # Whether it is held cannot be known: refuse rather than block.
+        os.unlink(self.node)
+        e = self.assertRaises(exception.VdpaChardevNotFound,
+                              lifecycle.delete_device, self.sysfs, 'vd0',
+                              client_factory=self.kernel.client)
+        self.assertIn('vd0', str(e))
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
 
     def test_bad_timeout_refused_before_anything(self):
         for bad in (0, -1, 301, 'ten', None):
