@@ -37,7 +37,7 @@ def ours(i):
     conf.driver_page_per_vq = True
     conf.boot_order = 1
     conf.alias = 'ua-%d' % i
-    conf.device_addr = config.PciAddress(0, 0, i % 32, 0)
+    conf.device_addr = config.pci_address(0, 0, i % 32, 0)
     return conf
 
 

@@ -21,6 +21,7 @@ import time
 import uuid
 
 import libvirt
+from nova import objects
 from nova.virt.libvirt import config as vconfig
 
 from nova_vdpa import exception
@@ -54,6 +55,7 @@ def guest_xml(interface, vcpus):
 
 
 def main():
+    objects.register_all()  # the designer takes Nova's Flavor
     with netlink.VdpaClient() as client:
         return walk(client, sysfs.VdpaSysfs())
 
@@ -90,8 +92,10 @@ def walk(client, bus):
                             max_queue_pairs=cfg.max_vq_pairs or 1,
                             max_vq_size=dev.max_vq_size,
                             features=cfg.device_features, mtu=cfg.mtu),
-            host, vcpus=2,
-            extra_specs={'hw:vif_multiqueue_enabled': 'true'},
+            host,
+            flavor=objects.Flavor(
+                name='demo', vcpus=2,
+                extra_specs={'hw:vif_multiqueue_enabled': 'true'}),
             rx_queue_size=512, tx_queue_size=512)
         print(iface.to_xml())
 

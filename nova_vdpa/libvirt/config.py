@@ -17,7 +17,8 @@ imports only Nova's config module, Nova's exceptions and lxml.
 from typing import Any
 
 from lxml import etree
-from nova import exception as nova_exception
+# (imported as a module: mypy sees this repository's nova/ namespace first)
+import nova.exception as nova_exception
 from nova.virt.libvirt import config as vconfig
 
 from nova_vdpa import exception

@@ -79,9 +79,10 @@ import dataclasses
 import re
 import typing as ty
 
-from nova import objects
-from nova.virt import hardware
-from nova.virt import osinfo
+# (imported as modules: mypy sees this repository's nova/ namespace first)
+import nova.objects as objects
+import nova.virt.hardware as hardware
+import nova.virt.osinfo as osinfo
 from oslo_log import log as logging
 
 from nova_vdpa import exception
@@ -362,10 +363,10 @@ def get_vdpa_interface_config(
             raise _bad(what, value, 'is not a designer.%s' % cls.__name__)
     _check_flavor(flavor)
     image = _image_meta(image_meta)
-    for option, value in (('rx_queue_size', rx_queue_size),
-                          ('tx_queue_size', tx_queue_size),
-                          ('max_queues', max_queues)):
-        _check_int('[libvirt] ' + option, value, optional=True)
+    for option, number in (('rx_queue_size', rx_queue_size),
+                           ('tx_queue_size', tx_queue_size),
+                           ('max_queues', max_queues)):
+        _check_int('[libvirt] ' + option, number, optional=True)
     check_host(host)
 
     conf = config.LibvirtConfigGuestVdpaInterface()

@@ -9,6 +9,7 @@ from nova_vdpa.kernel import validate
 from tests.unit import base
 from tests.unit import fake_kernel
 
+
 class TestQueries(base.KernelTestCase):
 
     mgmtdevs = [fake_kernel.vdpasim_net(), fake_kernel.mlx5_vf()]

@@ -6,9 +6,9 @@ No test may start a privsep helper: PrivContext.start fails loudly here.
 import fixtures
 
 from nova_vdpa import exception
+from nova_vdpa.kernel import netlink
 import nova_vdpa.privsep
 from nova_vdpa.privsep import vdpa as priv_vdpa
-from nova_vdpa.kernel import netlink
 from tests.unit import base
 
 
