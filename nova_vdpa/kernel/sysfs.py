@@ -202,6 +202,9 @@ class VdpaSysfs:
             raise self._error(exception.VdpaBindError, name, driver,
                               'module %s is not loaded' % driver)
         current = self.driver(name)
+        if current != driver:
+            # Before anything is written: nothing half done.
+            self._check_unambiguous(name, self.bus)
         if current == VHOST_VDPA and driver != VHOST_VDPA:
             self.check_not_in_use(name, action='rebind to %s' % driver)
         override = path + '/driver_override'
@@ -227,12 +230,10 @@ class VdpaSysfs:
                               'device is bound to %s after the probe'
                               % (now or 'no driver'))
 
-    def _write_name(self, path: str, name: str) -> None:
-        """Write a device name to a by-name attribute (bind, probe...).
-
-        :raises: VdpaBindError when the kernel could take the name for
-            another device (its twin with or without a trailing newline).
-        """
+    def _check_unambiguous(self, name: str, path: str) -> None:
+        """:raises: VdpaBindError if the kernel could take ``name`` for
+        another device when written to ``path`` (its twin with or without
+        a trailing newline exists)."""
         twin = name[:-1] if name.endswith('\n') else name + '\n'
         if twin and self.exists(twin):
             raise self._error(
@@ -240,6 +241,10 @@ class VdpaSysfs:
                 'device %r also exists, and the kernel matches names '
                 'written to %s ignoring one trailing newline: refusing to '
                 'act on the wrong device' % (twin, path))
+
+    def _write_name(self, path: str, name: str) -> None:
+        """Write a device name to a by-name attribute (bind, probe...)."""
+        self._check_unambiguous(name, path)
         self._write(path, name)
 
     def _unbind(self, name: str, driver: str, timeout: float) -> None:

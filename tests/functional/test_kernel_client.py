@@ -172,6 +172,8 @@ class TestErrors(KernelTestCase):
 
     def test_eperm_without_cap_net_admin(self):
         self.create('err0')
+        self.sysfs.bind('err0')
+        node = self.sysfs.chardev('err0')
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: become nobody, which clears every capability
@@ -183,12 +185,17 @@ class TestErrors(KernelTestCase):
                 c = netlink.VdpaClient()
                 result.append(str(len(c.list_devices())))
                 for call in (lambda: c.create_device('err1', SIM),
-                             lambda: c.delete_device('err0')):
+                             lambda: c.delete_device('err0'),
+                             # the node is root's, 0600
+                             lambda: sysfs.VdpaSysfs().is_open(node,
+                                                               'err0')):
                     try:
                         call()
                         result.append('no-error')
                     except exception.NovaVdpaException as e:
-                        result.append(type(e).__name__)
+                        named = 'err0' in str(e) or 'err1' in str(e)
+                        result.append(type(e).__name__ + ('' if named else
+                                                          '(unnamed)'))
             except BaseException as e:
                 result.append('crash:%r' % e)
             finally:
@@ -198,7 +205,8 @@ class TestErrors(KernelTestCase):
         with os.fdopen(read) as f:
             got = f.read()
         os.waitpid(pid, 0)
-        self.assertEqual('1,VdpaPermissionDenied,VdpaPermissionDenied', got)
+        self.assertEqual('1,VdpaPermissionDenied,VdpaPermissionDenied,'
+                         'VdpaSysfsError', got)
         self.assertEqual(['err0'],
                          [d.name for d in self.client.list_devices()])
 
@@ -268,6 +276,8 @@ class TestInUse(KernelTestCase):
         self.assertIn('pid %d' % os.getpid(), str(e))
         self.assertIn('python', str(e))
         self.assertIn(SIM, str(e))
+        self.assertIn('its character device %s is held' % self.node, str(e))
+        self.assertNotIn('attribute', str(e))
         close()
         lifecycle.delete_device(self.sysfs, 'use0')
         self.assertEqual([], self.client.list_devices())
@@ -278,8 +288,8 @@ class TestInUse(KernelTestCase):
         hold = self.hold
 
         class Racy(sysfs.VdpaSysfs):
-            def is_open(self, chardev):
-                busy = super().is_open(chardev)
+            def is_open(self, chardev, name='-'):
+                busy = super().is_open(chardev, name)
                 releases.append(hold(chardev))
                 return busy
 
@@ -327,6 +337,165 @@ class TestInUse(KernelTestCase):
         self.assertEqual([], self.client.list_devices())
 
 
+class TestHeldDeviceIsNeverUnbound(KernelTestCase):
+    """Re-binding a held device would block in vhost_vdpa's remove."""
+
+    def setUp(self):
+        super().setUp()
+        self.node = lifecycle.create_device(self.client, self.sysfs, 'reb0',
+                                            SIM)
+
+    def hold(self):
+        fd = os.open(self.node, os.O_RDWR)
+        held = [fd]
+
+        def release():
+            if held:
+                os.close(held.pop())
+        self.addCleanup(release)
+        return release
+
+    def override(self):
+        with open('/sys/bus/vdpa/devices/reb0/driver_override') as f:
+            return f.read().strip()
+
+    def test_rebind_to_virtio_refused_promptly_while_held(self):
+        release = self.hold()
+        t0 = time.monotonic()
+        e = self.assertRaises(exception.VdpaDeviceInUse, self.sysfs.bind,
+                              'reb0', sysfs.VIRTIO_VDPA)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertIn('refusing to rebind to virtio_vdpa it', str(e))
+        self.assertIn(self.node, str(e))
+        self.assertIn('pid %d' % os.getpid(), str(e))
+        # Nothing was written.
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver('reb0'))
+        self.assertEqual(sysfs.VHOST_VDPA, self.override())
+        release()
+        self.sysfs.bind('reb0', sysfs.VIRTIO_VDPA)
+        self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver('reb0'))
+
+    def test_open_after_the_check_times_out_then_unbinds(self):
+        releases = []
+        hold = self.hold
+
+        class Racy(sysfs.VdpaSysfs):
+            def is_open(self, chardev, name='-'):
+                busy = super().is_open(chardev, name)
+                releases.append(hold())
+                return busy
+
+        t0 = time.monotonic()
+        e = self.assertRaises(exception.VdpaUnbindTimeout, Racy().bind,
+                              'reb0', sysfs.VIRTIO_VDPA, timeout=1.0)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertIn('reb0', str(e))
+        # The kernel dropped the driver link, and vhost_vdpa's remove
+        # waits for the holder with the chardev still there (the fake's
+        # rule).
+        self.assertIsNone(self.sysfs.driver('reb0'))
+        self.assertTrue(os.path.exists(self.node))
+        releases[0]()
+        deadline = time.monotonic() + 30
+        while os.path.exists(self.node) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(os.path.exists(self.node))
+        self.assertIsNone(self.sysfs.driver('reb0'))
+        self.sysfs.bind('reb0', sysfs.VHOST_VDPA)
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver('reb0'))
+
+
+class TestHolderCommandLine(KernelTestCase):
+
+    def test_long_command_line_cut_at_a_word_boundary(self):
+        node = lifecycle.create_device(self.client, self.sysfs, 'cmd0', SIM)
+        words = ['-device', 'virtio-net-pci,netdev=hostnet0'] * 20
+        holder = subprocess.Popen(
+            ['bash', '-c', 'exec 3<>"$0"; echo open; read x', node] + words,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.wait, 10)
+        self.addCleanup(holder.stdin.close)
+        self.addCleanup(holder.stdout.close)
+        self.assertEqual('open', holder.stdout.readline().strip())
+        e = self.assertRaises(exception.VdpaDeviceInUse,
+                              lifecycle.delete_device, self.sysfs, 'cmd0')
+        [held] = self.sysfs.holders(node, 'cmd0')
+        self.assertEqual(holder.pid, held.pid)
+        self.assertLessEqual(len(held.cmdline), sysfs.CMDLINE_MAX)
+        self.assertTrue(held.cmdline.endswith('...'))
+        full = ' '.join(['bash', '-c', 'exec 3<>"$0"; echo open; read x',
+                         node] + words)
+        cut = held.cmdline[:-3]
+        self.assertTrue(full.startswith(cut))
+        self.assertEqual(' ', full[len(cut)])  # a word boundary
+        self.assertIn('pid %d (%s)' % (holder.pid, held.cmdline), str(e))
+
+
+class TestDevicesOtherToolsMade(KernelTestCase):
+    """Names iproute2 and the kernel accept, which we never create."""
+
+    NAMES = ('a.b', 'x:y', 'p@q', 'n' * 100)
+
+    def iproute2_add(self, name):
+        self.run_cmd('vdpa', 'dev', 'add', 'name', name, 'mgmtdev', SIM)
+
+    def raw_add(self, name):
+        list(self.client._request(
+            netlink.VDPA_CMD_DEV_NEW,
+            [('VDPA_ATTR_DEV_NAME', name),
+             ('VDPA_ATTR_MGMTDEV_DEV_NAME', SIM)], False,
+            dict(device=name, mgmtdev=SIM, attribute='-')))
+
+    def test_our_creation_refuses_them_and_trailing_newlines(self):
+        for name in self.NAMES + ('abc\n', 'vd0 '):
+            self.assertRaises(exception.VdpaInvalidArgument, self.create,
+                              name)
+        self.assertRaises(exception.VdpaInvalidArgument, self.create,
+                          'mac0', mac='02:00:00:00:00:01\n')
+        self.assertEqual([], self.client.list_devices())
+
+    def test_read_bind_check_and_delete(self):
+        for name in self.NAMES:
+            self.iproute2_add(name)
+        shown = self.vdpa_json('dev', 'show', 'a.b')['dev']['a.b']
+        self.assertEqual(shown, dev_json(self.client.get_device('a.b')))
+        for name in self.NAMES:
+            self.assertEqual(name, self.client.get_device(name).name)
+            self.assertEqual(name, self.client.get_config(name).name)
+            self.sysfs.bind(name)
+            node = self.sysfs.chardev(name)
+            fd = os.open(node, os.O_RDWR)
+            try:
+                e = self.assertRaises(exception.VdpaDeviceInUse,
+                                      lifecycle.delete_device, self.sysfs,
+                                      name)
+                self.assertIn(node, str(e))
+            finally:
+                os.close(fd)
+            lifecycle.delete_device(self.sysfs, name)
+        self.assertEqual([], self.client.list_devices())
+
+    def test_trailing_newline_twins(self):
+        # The kernel's by-name sysfs writes ignore one trailing newline
+        # (sysfs_streq): 'tw\n' written to unbind unbinds 'tw'.
+        self.iproute2_add('tw')
+        self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver('tw'))
+        self.sysfs._write('/sys/bus/vdpa/drivers/virtio_vdpa/unbind',
+                          'tw\n')
+        self.assertIsNone(self.sysfs.driver('tw'))
+        # With both on the bus, we refuse to act on either by name.
+        self.raw_add('tw\n')
+        for name in ('tw', 'tw\n'):
+            e = self.assertRaises(exception.VdpaBindError, self.sysfs.bind,
+                                  name)
+            self.assertIn('trailing newline', str(e))
+        lifecycle.delete_device(self.sysfs, 'tw')
+        self.sysfs.bind('tw\n')
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver('tw\n'))
+        lifecycle.delete_device(self.sysfs, 'tw\n')
+        self.assertEqual([], self.client.list_devices())
+
+
 # Run by test_stuck_deletion_holds_its_process_until_the_holder_closes: a
 # deletion whose chardev the parent opens right after the in-use check.
 _RACY_DELETE = """
@@ -335,8 +504,8 @@ from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle, sysfs
 
 class Racy(sysfs.VdpaSysfs):
-    def is_open(self, chardev):
-        busy = super().is_open(chardev)
+    def is_open(self, chardev, name='-'):
+        busy = super().is_open(chardev, name)
         print('checked', flush=True)
         sys.stdin.readline()
         return busy
@@ -367,6 +536,15 @@ class TestFamilyMissing(base.BedTestCase):
             self.assertIn('not loaded', str(e))
             # A client bound before the unload says the same.
             self.assertRaises(exception.VdpaNotLoaded, client.list_devices)
+            # So do deletion and sysfs (no /sys/bus/vdpa), naming the
+            # device.
+            for call in (
+                    lambda: lifecycle.delete_device(sysfs.VdpaSysfs(),
+                                                    'fam0'),
+                    lambda: sysfs.VdpaSysfs().driver('fam0'),
+                    lambda: sysfs.VdpaSysfs().bind('fam0')):
+                e = self.assertRaises(exception.VdpaNotLoaded, call)
+                self.assertIn('fam0', str(e))
         finally:
             for m in MODULES:
                 self._modprobe(m)

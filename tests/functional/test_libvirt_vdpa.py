@@ -16,15 +16,19 @@ Devices are made and released through nova-vdpa's kernel boundary
 
 import errno
 import json
+import logging
 import os
 import subprocess
 import tempfile
 import time
 import uuid
 
+import fixtures
 from lxml import etree
+from nova import objects
 from nova.virt.libvirt import config as vconfig
 
+from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
@@ -42,6 +46,17 @@ OLDEST = designer.Host(libvirt_version=designer.MIN_LIBVIRT_VDPA,
 
 KERNEL = netlink.VdpaClient()
 SYSFS = sysfs.VdpaSysfs()
+objects.register_all()  # the designer takes Nova's Flavor and ImageMeta
+
+
+def render(port, device, host, vcpus=2, extra_specs=None, image_props=None,
+           **kwargs):
+    """The designer, given a flavor and image built from plain values."""
+    return designer.get_vdpa_interface_config(
+        port, device, host,
+        flavor=objects.Flavor(name='m1.lvt', vcpus=vcpus,
+                              extra_specs=extra_specs or {}),
+        image_meta={'properties': image_props or {}}, **kwargs)
 
 
 def create_vhost_vdpa(name: str, mac: str) -> str:
@@ -56,10 +71,12 @@ def create_vhost_vdpa(name: str, mac: str) -> str:
 def device_facts(name: str, chardev: str) -> designer.Device:
     """The designer's view of a device, read back from the kernel."""
     dev = KERNEL.get_device(name)
+    cfg = KERNEL.get_config(name)
     # max_vqs counts an rx and a tx queue per pair, plus the control queue.
     return designer.Device(chardev=chardev,
                            max_queue_pairs=max(1, (dev.max_vqs or 0) // 2),
-                           max_vq_size=dev.max_vq_size)
+                           max_vq_size=dev.max_vq_size,
+                           features=cfg.device_features, mtu=cfg.mtu)
 
 
 def held_by(pid: int) -> set[str]:
@@ -200,6 +217,10 @@ class LibvirtVdpaBase(base.BedTestCase):
         cls.conn = libvirt.open('qemu:///system')
         cls.host = designer.Host(libvirt_version=cls.conn.getLibVersion(),
                                  qemu_version=cls.conn.getVersion())
+        # The designer's warnings are part of what is tested: kept, not
+        # printed.
+        logs = fixtures.FakeLogger(level=logging.WARNING, name='nova_vdpa')
+        logs.setUp()
         try:
             for name, mac in cls.DEVICES.items():
                 cls.chardevs[name] = create_vhost_vdpa(name, mac)
@@ -208,6 +229,14 @@ class LibvirtVdpaBase(base.BedTestCase):
         except Exception:
             cls.tearDownClass()
             raise
+        finally:
+            cls.prepare_log = logs.output
+            logs.cleanUp()
+
+    def setUp(self):
+        super().setUp()
+        self.logs = self.useFixture(fixtures.FakeLogger(
+            level=logging.WARNING, name='nova_vdpa'))
 
     @classmethod
     def prepare(cls):
@@ -231,10 +260,9 @@ class LibvirtVdpaBase(base.BedTestCase):
 
     def design(self, name, port_mac, host=None, device=None, vcpus=2,
                **kwargs):
-        return designer.get_vdpa_interface_config(
-            designer.Port(mac=port_mac, mtu=1500),
-            device or self.facts[name], host or self.host, vcpus=vcpus,
-            **kwargs)
+        return render(designer.Port(mac=port_mac, mtu=1500),
+                      device or self.facts[name], host or self.host,
+                      vcpus=vcpus, **kwargs)
 
 
 class TestVariants(LibvirtVdpaBase):
@@ -252,14 +280,14 @@ class TestVariants(LibvirtVdpaBase):
         them on the simulator, which they accept (see TestRejections for
         what that means).
         """
-        mq_nic = dict(max_queue_pairs=8, max_vq_size=1024)
+        mq_nic = dict(max_queue_pairs=8, max_vq_size=1024, mtu=1500)
         d = dict(cls.facts)
         mac = '02:00:00:00:01:%02x'
 
         def design(label, i, host=None, device=None, **kwargs):
             name = 'lvt%d' % i
             device = device or d[name]
-            return label, name, designer.get_vdpa_interface_config(
+            return label, name, render(
                 designer.Port(mac=mac % i, mtu=1500), device,
                 host or cls.host, vcpus=2, **kwargs)
 
@@ -275,7 +303,9 @@ class TestVariants(LibvirtVdpaBase):
                    tx_queue_size=512),
             design('queue sizes capped by the device', 4,
                    rx_queue_size=1024, tx_queue_size=1024),
-            design('packed ring', 5, image_props={
+            # vdpa_sim_net lacks VIRTIO_F_RING_PACKED (the designer would
+            # leave packed out): facts of a device that offers it.
+            design('packed ring', 5, device=nic(5), image_props={
                 'hw_virtio_packed_ring': True}),
             design('everything', 6, device=nic(6), extra_specs=MQ,
                    image_props={'hw_virtio_packed_ring': 'true'},
@@ -290,6 +320,15 @@ class TestVariants(LibvirtVdpaBase):
         cls.domain_xml = guest.to_xml()
         cls.dom = cls.conn.defineXML(cls.domain_xml)
         cls.dom.createWithFlags(cls.libvirt.VIR_DOMAIN_START_PAUSED)
+
+    def test_designer_warned_only_for_the_capped_rings(self):
+        lines = self.prepare_log.splitlines()
+        self.assertEqual(2, len(lines), lines)
+        for option, line in zip(('rx_queue_size', 'tx_queue_size'), lines):
+            self.assertIn('port with MAC 02:00:00:00:01:04', line)
+            self.assertIn('%s = 1024 is larger than the largest ring'
+                          % option, line)
+            self.assertIn('rendering 256', line)
 
     def test_variants_are_distinct(self):
         xmls = {c.to_xml() for _, _, c in self.rendered}
@@ -353,7 +392,7 @@ class TestPlacement(LibvirtVdpaBase):
         conf = self.design('lvt7', '02:00:00:00:01:07')
         conf.boot_order = 1
         conf.alias = 'ua-port-lvt7'
-        conf.device_addr = config.PciAddress(0, 0, 0x0a, 0)
+        conf.device_addr = config.pci_address(0, 0, 0x0a, 0)
         guest = guest_config(DOMAIN + '-placement', [conf])
         proc = virt_xml_validate(guest.to_xml())
         self.assertEqual(0, proc.returncode, proc.stderr)
@@ -392,7 +431,7 @@ class TestRejections(LibvirtVdpaBase):
                       self.define_error(conf))
 
         for mtu in (1400, 1500, 9000):
-            conf = designer.get_vdpa_interface_config(
+            conf = render(
                 designer.Port(mac='02:00:00:00:01:08', mtu=mtu),
                 self.facts['lvt8'], self.host, vcpus=2)
             self.assertIsNone(conf.mtu)
@@ -406,10 +445,36 @@ class TestRejections(LibvirtVdpaBase):
         conf.driver_page_per_vq = None
         self.assertIn("invalid model for interface of type 'vdpa'",
                       self.define_error(conf))
-        conf = self.design('lvt8', '02:00:00:00:01:08')
+        conf = self.design('lvt8', '02:00:00:00:01:08',
+                           image_props={'hw_vif_model': 'e1000'})
         self.assertEqual('virtio', conf.model)
+        self.assertIn('the image asks for NIC model e1000',
+                      self.logs.output)
         self.assertEqual(without_placement(conf),
                          without_placement(self.define_ok(conf)))
+
+    def test_mac_unicast_and_stored_lowercase(self):
+        conf = self.design('lvt8', '02:00:00:00:01:08')
+        conf.mac_addr = '03:00:00:00:01:08'
+        self.assertIn('multicast', self.define_error(conf))
+        conf.mac_addr = '02:AB:00:00:01:08'
+        guest = guest_config(DOMAIN + '-accepted', [conf])
+        dom = self.conn.defineXML(guest.to_xml())
+        self.addCleanup(dom.undefine)
+        # libvirt keeps it lowercase: an uppercase config no longer equals
+        # the live interface (Nova's detach match compares strings).
+        self.assertEqual(['02:ab:00:00:01:08'],
+                         list(reported_interfaces(dom)))
+        live = vconfig.LibvirtConfigGuestInterface()
+        live.parse_dom(etree.fromstring(
+            reported_interfaces(dom)['02:ab:00:00:01:08'].to_xml()))
+        self.assertNotEqual(live, conf)
+        # The designer refuses the one and renders the other lowercase.
+        self.assertRaises(exception.InvalidVdpaInterfaceRequest,
+                          designer.Port, '03:00:00:00:01:08')
+        ours = self.design('lvt8', '02:AB:00:00:01:08')
+        self.assertEqual('02:ab:00:00:01:08', ours.mac_addr)
+        self.assertEqual(live, ours)
 
     def test_queues_on_device_without_mq_accepted_but_void(self):
         # vdpa_sim_net has no VIRTIO_NET_F_MQ: one data queue pair.
@@ -449,7 +514,7 @@ class TestHotplug(LibvirtVdpaBase):
 
     @classmethod
     def prepare(cls):
-        cls.boot_conf = designer.get_vdpa_interface_config(
+        cls.boot_conf = render(
             designer.Port(mac='02:00:00:00:01:09'), cls.facts['lvt9'],
             cls.host, vcpus=2)
         guest = guest_config(DOMAIN + '-hotplug', [cls.boot_conf],

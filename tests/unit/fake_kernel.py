@@ -383,8 +383,15 @@ class FakeKernel(fixtures.Fixture):
                                      os.minor(os.stat(node).st_rdev)))
 
     def unbind(self, d):
-        """Detach; vhost_vdpa's remove waits until the node is closed."""
-        if d.driver == sysfs.VHOST_VDPA:
+        """Detach; vhost_vdpa's remove waits until the node is closed.
+
+        As in __device_release_driver, the ``driver`` link goes first, then
+        the driver's remove runs (and may wait for the holder).
+        """
+        driver = d.driver
+        if driver is not None:
+            os.unlink(d.path + '/driver')
+        if driver == sysfs.VHOST_VDPA:
             with self.cond:
                 if not self.cond.wait_for(lambda: d.holder is None,
                                           BLOCK_LIMIT):
@@ -395,9 +402,7 @@ class FakeKernel(fixtures.Fixture):
             os.rmdir(child)
             os.unlink(self.node(d))
             d.vhost_index = None
-        if d.driver is not None:
-            os.unlink(d.path + '/driver')
-            d.driver = None
+        d.driver = None
 
     def node(self, d):
         return os.path.join(self.dev, 'vhost-vdpa-%d' % d.vhost_index)

@@ -140,12 +140,18 @@ class TestHeldDeviceIsNeverUnbound(base.KernelTestCase):
         self.assertLess(time.monotonic() - t0, 5)
         self.assertIn('vd0', str(e))
         self.assertIn(self.node, str(e))
-        # The kernel unbinds once the holder closes; no driver after that.
+        # The driver link is gone at once; vhost_vdpa's remove (and the
+        # chardev) waits for the holder.
+        self.assertIsNone(self.sysfs.driver('vd0'))
+        self.assertTrue(os.path.exists(self.node))
         k.close_chardev('vd0')
         deadline = time.monotonic() + 5
-        while k.devices['vd0'].driver and time.monotonic() < deadline:
+        while os.path.exists(self.node) and time.monotonic() < deadline:
             time.sleep(0.01)
+        self.assertFalse(os.path.exists(self.node))
         self.assertIsNone(self.sysfs.driver('vd0'))
+        self.sysfs.bind('vd0')
+        self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
 
     def test_bad_timeout(self):
         for bad in (0, -1, 301, 'ten', None, True):
@@ -195,8 +201,10 @@ class TestDevicesOtherToolsMade(base.KernelTestCase):
             e = self.assertRaises(exception.VdpaBindError, self.sysfs.bind,
                                   name)
             self.assertIn('trailing newline', str(e))
-        self.assertEqual(['virtio_vdpa', 'virtio_vdpa'],
-                         [d.driver for d in self.kernel.devices.values()])
+        # Refused before anything was written.
+        self.assertEqual([('virtio_vdpa', None), ('virtio_vdpa', None)],
+                         [(d.driver, d.override)
+                          for d in self.kernel.devices.values()])
         lifecycle.delete_device(self.sysfs, 'tw',
                                 client_factory=self.kernel.client)
         self.sysfs.bind('tw\n')
