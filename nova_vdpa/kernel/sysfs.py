@@ -13,7 +13,10 @@ Kernel traps handled here, each seen on the test bed's 6.12 kernel:
   ``driver_override``, ``drivers_probe`` (it only attaches an unbound
   device) and ``drivers/*/bind`` never unbind. So :meth:`VdpaSysfs.bind`
   refuses a held device before it writes anything, and runs the unbind
-  itself with a deadline for a holder that opens after the check.
+  itself with a deadline for a holder that opens after the check. While
+  such an unbind waits, the device already looks unbound: the kernel drops
+  the ``driver`` link and deletes the chardev (``vhost-vdpa-N`` and its
+  /dev node) before vhost_vdpa's remove waits for the holder.
 * ``bind``, ``unbind`` and ``drivers_probe`` find the device by name with
   ``sysfs_streq``, which ignores one trailing newline: ``abc`` and
   ``abc\\n`` are the same device to them. A write for a name whose twin

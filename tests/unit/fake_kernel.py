@@ -385,22 +385,24 @@ class FakeKernel(fixtures.Fixture):
     def unbind(self, d):
         """Detach; vhost_vdpa's remove waits until the node is closed.
 
-        As in __device_release_driver, the ``driver`` link goes first, then
-        the driver's remove runs (and may wait for the holder).
+        As on 6.12: __device_release_driver drops the ``driver`` link
+        first, then vhost_vdpa_remove deletes the chardev (the
+        ``vhost-vdpa-N`` child and the /dev node) and only then waits for
+        the holder. While it waits, the device looks unbound.
         """
         driver = d.driver
         if driver is not None:
             os.unlink(d.path + '/driver')
         if driver == sysfs.VHOST_VDPA:
+            child = os.path.join(d.path, 'vhost-vdpa-%d' % d.vhost_index)
+            os.unlink(child + '/dev')
+            os.rmdir(child)
+            os.unlink(self.node(d))
             with self.cond:
                 if not self.cond.wait_for(lambda: d.holder is None,
                                           BLOCK_LIMIT):
                     raise AssertionError('fake kernel blocked on %s for '
                                          'good' % d.name)
-            child = os.path.join(d.path, 'vhost-vdpa-%d' % d.vhost_index)
-            os.unlink(child + '/dev')
-            os.rmdir(child)
-            os.unlink(self.node(d))
             d.vhost_index = None
         d.driver = None
 

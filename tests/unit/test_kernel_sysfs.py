@@ -140,16 +140,17 @@ class TestHeldDeviceIsNeverUnbound(base.KernelTestCase):
         self.assertLess(time.monotonic() - t0, 5)
         self.assertIn('vd0', str(e))
         self.assertIn(self.node, str(e))
-        # The driver link is gone at once; vhost_vdpa's remove (and the
-        # chardev) waits for the holder.
+        # The driver link and the chardev are gone at once; vhost_vdpa's
+        # remove waits for the holder.
         self.assertIsNone(self.sysfs.driver('vd0'))
-        self.assertTrue(os.path.exists(self.node))
+        self.assertFalse(os.path.exists(self.node))
+        d = k.devices['vd0']
+        self.assertIsNotNone(d.vhost_index)  # still in the driver's remove
         k.close_chardev('vd0')
         deadline = time.monotonic() + 5
-        while os.path.exists(self.node) and time.monotonic() < deadline:
+        while d.vhost_index is not None and time.monotonic() < deadline:
             time.sleep(0.01)
-        self.assertFalse(os.path.exists(self.node))
-        self.assertIsNone(self.sysfs.driver('vd0'))
+        self.assertIsNone(d.vhost_index)
         self.sysfs.bind('vd0')
         self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
 
