@@ -234,9 +234,12 @@ class VdpaSysfs:
                               % (now or 'no driver'))
 
     def _check_unambiguous(self, name: str, path: str) -> None:
-        """:raises: VdpaBindError if the kernel could take ``name`` for
-        another device when written to ``path`` (its twin with or without
-        a trailing newline exists)."""
+        """Refuse a name the kernel could take for another device.
+
+        :raises: VdpaBindError when ``name``'s twin with or without a
+            trailing newline exists, so that writing ``name`` to ``path``
+            could act on the other device.
+        """
         twin = name[:-1] if name.endswith('\n') else name + '\n'
         if twin and self.exists(twin):
             raise self._error(
