@@ -18,6 +18,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 from nova_vdpa import exception
@@ -100,8 +101,6 @@ class _DeleteWorker:
 
     #: seconds the exit hook waits for the thread to close its socket
     EXIT_WAIT = 2.0
-    #: seconds a lookup may wait behind a stuck deletion
-    LOOKUP_WAIT = 5.0
 
     def __init__(self, client_factory: ClientFactory) -> None:
         self._factory = client_factory
@@ -151,25 +150,35 @@ class _DeleteWorker:
         self._jobs.put(None)
         self._thread.join(self.EXIT_WAIT)
 
-    def device(self, name: str) -> model.VdpaDevice:
+    def device(self, name: str, timeout: float) -> model.VdpaDevice:
         """Look ``name`` up with this thread's client.
 
-        :raises: VdpaDeviceNotFound, VdpaNotLoaded, VdpaKernelError
+        :raises: VdpaDeviceNotFound, VdpaNotLoaded, VdpaKernelError (no
+            answer within ``timeout`` seconds)
         """
         future = self._submit(lambda c, n: c.get_device(n), name)
         try:
-            return future.result(timeout=self.LOOKUP_WAIT)
+            return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise exception.VdpaKernelError(
                 device=name, mgmtdev='-', attribute='VDPA_ATTR_DEV_NAME',
-                reason='the deletion thread is still waiting for an earlier '
-                'deletion the kernel holds up (its chardev is held)')
+                reason='the deletion thread did not answer within %s s (it '
+                'may be waiting for an earlier deletion the kernel holds '
+                'up)' % timeout)
 
-    def run(self, name: str, timeout: float, mgmtdev: str = '-') -> None:
+    def run(self, name: str, timeout: float, mgmtdev: str = '-',
+            deadline: float | None = None) -> None:
+        """Delete ``name``; give up after ``timeout`` s or at ``deadline``.
+
+        :param deadline: a ``time.monotonic()`` time to give up at, when
+            part of ``timeout`` was spent before.
+        """
+        wait = timeout if deadline is None else max(
+            deadline - time.monotonic(), 0.001)
         future = self._submit(lambda c, n: c.delete_device(n), name)
         try:
-            future.result(timeout=timeout)
+            future.result(timeout=wait)
         except concurrent.futures.TimeoutError:
             # A request still queued behind a stuck one must not run later,
             # when the name may belong to a new device.
@@ -206,9 +215,11 @@ def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str,
     """
     validate.existing_device_name(name)
     validate.timeout(timeout, name)
+    deadline = time.monotonic() + timeout
     worker = _worker(client_factory)
     # The kernel's answer first: a device that is gone, or vdpa unloaded,
     # is said so by netlink, not guessed from sysfs.
-    device = worker.device(name)
+    device = worker.device(name, timeout)
     sysfs.check_not_in_use(name, action='delete', mgmtdev=device.mgmtdev)
-    worker.run(name, timeout, device.mgmtdev)
+    # One deadline for the whole deletion, lookup included.
+    worker.run(name, timeout, device.mgmtdev, deadline)

@@ -537,8 +537,10 @@ class TestFamilyMissing(base.BedTestCase):
             # So do deletion and sysfs (no /sys/bus/vdpa), naming the
             # device.
             for call in (
+                    # (a generous deadline: after the unload the worker
+                    # binds its socket again, slow under TCG)
                     lambda: lifecycle.delete_device(sysfs.VdpaSysfs(),
-                                                    'fam0'),
+                                                    'fam0', timeout=120),
                     lambda: sysfs.VdpaSysfs().driver('fam0'),
                     lambda: sysfs.VdpaSysfs().bind('fam0')):
                 e = self.assertRaises(exception.VdpaNotLoaded, call)

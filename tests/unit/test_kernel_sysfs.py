@@ -509,6 +509,27 @@ class TestDeleteWorker(base.KernelTestCase):
         self.assertEqual(['vdpa-delete'], closed_in)
         self.assertFalse(worker._thread.is_alive())
 
+    def test_busy_worker_keeps_the_deadline(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+
+        def factory():
+            return self.kernel.client()
+        worker = lifecycle._worker(factory)
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        worker._submit(lambda c, n: gate.wait(10), 'stuck')
+        t0 = time.monotonic()
+        e = self.assertRaises(exception.VdpaKernelError,
+                              lifecycle.delete_device, self.sysfs, 'vd0',
+                              timeout=0.3, client_factory=factory)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertIn('vd0', str(e))
+        self.assertIn('did not answer within 0.3 s', str(e))
+        gate.set()
+        worker._submit(lambda c, n: None, 'sync').result(timeout=5)
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
+
     def test_cancelled_request_never_runs(self):
         self.client.create_device('vd0', 'vdpasim_net')
         worker = lifecycle._DeleteWorker(self.kernel.client)
