@@ -8,12 +8,52 @@ escalation is visible where it happens.
 """
 
 import threading
+import uuid
 
+from oslo_config import cfg
+from oslo_privsep import comm
+
+from nova_vdpa import conf as vdpa_conf
+from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from nova_vdpa.kernel import validate
 import nova_vdpa.privsep
+
+#: prefix of every device nova-vdpa creates; the Neutron port UUID follows
+DEVICE_PREFIX = 'nvdpa-'
+
+#: seconds a create or bind may take in the daemon before the caller
+#: gets VdpaKernelTimeout (the daemon's thread may stay stuck longer)
+CALL_TIMEOUT = 30.0
+#: the same for a deletion, which has its own deadline inside the daemon
+DELETE_CALL_TIMEOUT = validate.MAX_DELETE_TIMEOUT + CALL_TIMEOUT
+
+
+def device_name(port_id: str) -> str:
+    """``nvdpa-<port UUID>``: the only names nova-vdpa creates.
+
+    :raises: VdpaPortRequestInvalid unless ``port_id`` is a UUID.
+    """
+    try:
+        return DEVICE_PREFIX + str(uuid.UUID(port_id))
+    except (TypeError, ValueError, AttributeError):
+        raise exception.VdpaPortRequestInvalid(
+            port_id=repr(port_id), vf_address='-',
+            reason='a port id is a UUID')
+
+
+def is_ours(name: str) -> bool:
+    """Whether ``name`` is ``nvdpa-`` and a canonical lowercase UUID."""
+    if not isinstance(name, str) or not name.startswith(DEVICE_PREFIX):
+        return False
+    rest = name[len(DEVICE_PREFIX):]
+    try:
+        return str(uuid.UUID(rest)) == rest
+    except ValueError:
+        return False
+
 
 # Seams for the unit tests' fake kernel; the daemon uses the real ones.
 _client_factory = netlink.VdpaClient
