@@ -53,12 +53,22 @@ _ALLOCATOR_OPTIONS = ('management_devices', 'simulated_vfs',
                       'delete_timeout')
 
 
+def option_group() -> str:
+    """The name of our option group (``nova_vdpa``)."""
+    return vdpa_conf.list_opts()[0][0].name
+
+
 def _allocator_options(conf: cfg.ConfigOpts) -> dict[str, ty.Any]:
     """The allocator's keyword arguments from our option group."""
-    group = vdpa_conf.list_opts()[0][0].name
-    values = conf[group]
-    return {name: values[name] for name in _ALLOCATOR_OPTIONS
-            if name in values}
+    values = conf[option_group()]
+    options = {name: values[name] for name in _ALLOCATOR_OPTIONS
+               if name in values}
+    if 'simulated_vfs' in options:
+        # <VF address>=<management device>[@<device>]; the allocator
+        # checks each value.
+        options['simulated_vfs'] = dict(
+            entry.partition('=')[::2] for entry in options['simulated_vfs'])
+    return options
 
 
 class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):

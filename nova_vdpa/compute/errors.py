@@ -43,19 +43,27 @@ LOG = logging.getLogger(__name__)
 # match wins, so subclasses come before their bases.
 _MAP: tuple[tuple[type[Exception], type[nova_exception.NovaException], str],
             ...] = (
-    (exception.VdpaNoSpace, nova_exception.ComputeResourcesUnavailable,
-     'no vDPA device can be created for port %(port)s on this host: its '
-     'virtual function has no room left'),
+    # The request, not the host: rescheduling would fail the same way.
+    (exception.VdpaPortRequestInvalid, nova_exception.InvalidInput,
+     'port %(port)s cannot get a vDPA device: its binding is incomplete '
+     'or malformed'),
     (exception.VdpaInvalidRequest, nova_exception.InvalidInput,
      'the vDPA device for port %(port)s cannot be created with the '
-     "requested settings (MAC address, MTU or queue pairs)"),
+     'requested settings (MAC address, MTU or queue pairs)'),
     (exception.InvalidVdpaInterfaceRequest, nova_exception.InvalidInput,
      'the vDPA interface for port %(port)s cannot be configured: the '
      'flavor and image ask for conflicting interface settings'),
-    (exception.HypervisorTooOld, nova_exception.ComputeResourcesUnavailable,
-     'this host cannot run vDPA interfaces (port %(port)s)'),
+    # This host cannot serve the port now: another host may.
+    (exception.VdpaNoSpace, nova_exception.ComputeResourcesUnavailable,
+     'no vDPA device can be created for port %(port)s on this host: its '
+     'virtual function has no room left'),
+    (exception.VdpaStaleDeviceInUse,
+     nova_exception.ComputeResourcesUnavailable,
+     'the vDPA device for port %(port)s is still in use on this host'),
     (exception.VdpaDeviceInUse, nova_exception.ComputeResourcesUnavailable,
      'the vDPA device for port %(port)s is still in use on this host'),
+    (exception.HypervisorTooOld, nova_exception.ComputeResourcesUnavailable,
+     'this host cannot run vDPA interfaces (port %(port)s)'),
     (exception.NovaVdpaException,
      nova_exception.ComputeResourcesUnavailable,
      'no vDPA device could be prepared for port %(port)s on this host'),
