@@ -32,6 +32,11 @@ Adaptations, each because the test asserts upstream's model:
 * ``start_vdpa_compute``: upstream's, with the vdpa node devices left out
   (on demand) or mirrored by operator devices in the host's kernel
   (pre-created). Nothing else about the host changes.
+* ``create_vdpa_port``: upstream's port has MAC ``b5:bc:2e:e7:51:ee``,
+  a multicast address (first octet odd). Upstream never hands the MAC to
+  a device, so it goes unnoticed; libvirt refuses a multicast MAC at
+  define time and nova-vdpa refuses it before the kernel (a non-retried
+  InvalidInput). The port gets the unicast ``b4:bc:2e:e7:51:ee``.
 * ``test_create_server``: upstream's checks the guest XML for the
   two-element interface (``<mac>``, ``<source dev='/dev/vhost-vdpa-3'>``)
   that only upstream renders. Ours checks the designer's interface (MAC,
@@ -54,6 +59,8 @@ from nova_vdpa import allocator as vdpa_allocator
 from tests.unit.compute import kernels
 from tests.unit import fake_kernel
 
+#: upstream's b5:... with the multicast (I/G) bit cleared
+UNICAST_MAC = 'b4:bc:2e:e7:51:ee'
 #: the VFs upstream's start_vdpa_compute makes: 0000:06:00.1 - .4
 VF_ADDRESSES = ['0000:06:00.%d' % f for f in range(1, 5)]
 
@@ -87,6 +94,16 @@ class _VdpaDriverMixin:
         if self.PRECREATED:
             self._make_operator_devices(hostname, made)
         return hostname
+
+    def create_vdpa_port(self):
+        real_create = self.neutron.create_port
+
+        def create_port(body):
+            body['port']['mac_address'] = UNICAST_MAC
+            return real_create(body)
+
+        with mock.patch.object(self.neutron, 'create_port', create_port):
+            return super().create_vdpa_port()
 
     def _make_operator_devices(self, hostname, made):
         kernel = self.kernels.kernel(hostname)

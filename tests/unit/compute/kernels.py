@@ -19,7 +19,9 @@ source and destination. :class:`FakeHostKernels` gives every driver built
 while ``CONF.host`` names a host that host's
 :class:`~tests.unit.fake_kernel.FakeKernel`, and routes the privsep
 entrypoints (run in-process, never in a daemon) to the kernel of the
-allocator that called them.
+allocator that called them. The route is process-wide, not per thread
+(a deletion runs on a worker thread of its own), so allocator calls are
+serialised across hosts: a test-only restriction.
 """
 
 import functools
@@ -35,11 +37,12 @@ from tests.unit import fake_kernel
 
 CONF = cfg.CONF
 
-_current = threading.local()
+_route = threading.RLock()
+_current = {'kernel': None}
 
 
 def _kernel() -> fake_kernel.FakeKernel:
-    kernel = getattr(_current, 'kernel', None)
+    kernel = _current['kernel']
     if kernel is None:
         raise AssertionError('a privsep entrypoint ran outside an allocator '
                              'call: no fake kernel to route it to')
@@ -69,12 +72,13 @@ class _RoutingSocket:
 def _routed(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        saved = getattr(_current, 'kernel', None)
-        _current.kernel = self.fake_kernel
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            _current.kernel = saved
+        with _route:
+            saved = _current['kernel']
+            _current['kernel'] = self.fake_kernel
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _current['kernel'] = saved
     return wrapper
 
 
