@@ -58,6 +58,9 @@ def is_ours(name: str) -> bool:
 # Seams for the unit tests' fake kernel; the daemon uses the real ones.
 _client_factory = netlink.VdpaClient
 _sysfs_factory = sysfs.VdpaSysfs
+#: the configuration both sides read (the daemon's comes from the files
+#: nova-compute passes to privsep-helper)
+_conf = cfg.CONF
 _local = threading.local()
 
 
@@ -74,9 +77,9 @@ def _client() -> netlink.VdpaClient:
 def _group() -> cfg.ConfigOpts.GroupAttr:
     # Registered here too: the daemon never runs the driver's
     # registration, and registering the same options again is a no-op.
-    vdpa_conf.register_opts(cfg.CONF)
+    vdpa_conf.register_opts(_conf)
     group = vdpa_conf.list_opts()[0][0]
-    return getattr(cfg.CONF, group.name)
+    return getattr(_conf, group.name)
 
 
 def check_ours(name: str, mgmtdev: str | None, action: str) -> None:
