@@ -25,6 +25,7 @@ serialised across hosts: a test-only restriction.
 """
 
 import functools
+import os
 import threading
 
 import fixtures
@@ -134,7 +135,18 @@ class FakeHostKernels(fixtures.Fixture):
         if host not in self.kernels:
             root = '%s/%s' % (self.root, host)
             make = self.mgmtdevs.get(host, self.default)
-            self.kernels[host] = fake_kernel.FakeKernel(root, mgmtdevs=make())
+            kernel = fake_kernel.FakeKernel(root, mgmtdevs=make())
+            # The kernel's /sys/bus/pci/devices/<VF> link to each VF's
+            # device, under which mlx5 puts the VF's vDPA devices.
+            pci = os.path.join(kernel.sys, 'bus', 'pci', 'devices')
+            os.makedirs(pci)
+            for m in kernel.mgmtdevs:
+                if m.bus == 'pci':
+                    vf_dir = os.path.join(kernel.sys, 'devices', 'pci0000:00',
+                                          m.name)
+                    os.makedirs(vf_dir, exist_ok=True)
+                    os.symlink(vf_dir, os.path.join(pci, m.name))
+            self.kernels[host] = kernel
         return self.kernels[host]
 
     def _allocator(self, **kwargs):
