@@ -48,8 +48,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 import fixtures  # noqa: E402
-from nova import config as nova_config  # noqa: E402
 import nova.conf  # noqa: E402
+from nova import config as nova_config  # noqa: E402
 from nova import objects  # noqa: E402
 from nova.tests import fixtures as nova_fixtures  # noqa: E402
 from nova.tests.fixtures import libvirt as fakelibvirt  # noqa: E402

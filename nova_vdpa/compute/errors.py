@@ -32,7 +32,7 @@ tenant's own).
 import contextlib
 import typing as ty
 
-from nova import exception as nova_exception
+import nova.exception as nova_exception
 from oslo_log import log as logging
 
 from nova_vdpa import exception

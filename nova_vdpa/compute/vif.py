@@ -35,8 +35,8 @@ import typing as ty
 
 from nova.network import model as network_model
 from nova.network import os_vif_util
-from nova import objects
-from nova.virt import hardware
+import nova.objects as objects
+import nova.virt.hardware as hardware
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import vif as libvirt_vif
 from os_vif.objects import vif as osv_vifs
@@ -71,7 +71,7 @@ def _nova_shaped(conf: vconfig.LibvirtConfigGuestInterface
     shaped.mac_addr = conf.mac_addr
     shaped.source_dev = conf.source_dev
     shaped.model = conf.model
-    shaped.format_dom = conf.format_dom  # type: ignore[method-assign]
+    shaped.format_dom = conf.format_dom
     return shaped
 
 
