@@ -11,7 +11,13 @@
 #    under the License.
 
 """LibvirtVdpaDriver under Nova's test bases, on Nova's fake libvirt and a
-fake kernel: what the kernel and the guest XML end up with."""
+fake kernel: what the kernel and the guest XML end up with.
+
+These are the driver's unit tests, but they live beside VDPAServersTest and
+run in the nova-functional env: importing Nova's test code patches the
+process with eventlet and registers options on the global configuration,
+which would leak into the project's other unit tests sharing a worker.
+"""
 
 import fixtures
 from lxml import etree
