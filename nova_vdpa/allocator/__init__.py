@@ -199,7 +199,13 @@ class Allocator:
         for handle in management_devices:
             validate.mgmtdev_handle(handle)
         validate.delete_timeout(delete_timeout)
-        validate.delete_timeout(read_timeout)
+        if isinstance(read_timeout, bool) or \
+                not isinstance(read_timeout, (int, float)) or \
+                read_timeout <= 0:
+            raise exception.VdpaInvalidArgument(
+                device='-', mgmtdev='-', attribute='read_timeout',
+                reason='%r is not a positive number of seconds'
+                % (read_timeout,))
         self._allowed = frozenset(management_devices)
         self._simulated: dict[str, _SimulatedVf] = {}
         for vf, target in (simulated_vfs or {}).items():
@@ -209,6 +215,8 @@ class Allocator:
                     reason='%r is not a PCI address' % vf)
             mgmtdev, _, device = target.partition('@')
             validate.mgmtdev_handle(mgmtdev)
+            if device:
+                validate.device_name(device)
             self._simulated[vf] = _SimulatedVf(mgmtdev, device or None)
         if self._simulated:
             LOG.warning('simulated_vfs is set: VFs %s are served by %s. '

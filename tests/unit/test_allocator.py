@@ -184,6 +184,12 @@ class TestManagementDevice(AllocatorTestCase):
                           allocator.parse_simulated_vfs, ['0000:00:05.1'])
         self.assertRaises(exception.VdpaInvalidArgument,
                           self.allocator, simulated_vfs={'x': 'vdpasim_net'})
+        self.assertRaises(exception.VdpaInvalidArgument, self.allocator,
+                          simulated_vfs={SIM_VF: 'vdpasim_net@../x'})
+        for bad in (0, -1, True, '5'):
+            e = self.assertRaises(exception.VdpaInvalidArgument,
+                                  self.allocator, read_timeout=bad)
+            self.assertIn('read_timeout', str(e))
         self.assertEqual({SIM_VF: 'vdpasim_net@op0'},
                          allocator.parse_simulated_vfs(
                              [SIM_VF + '=vdpasim_net@op0']))
