@@ -116,9 +116,9 @@ class AllocatorBedTestCase(base.BedTestCase):
             except exception.VdpaDeviceNotFound:
                 pass
 
-    def request(self, i, vf=SIM_VF, **kwargs):
+    def request(self, i, vf=SIM_VF, mac=None, **kwargs):
         return allocator.PortRequest(port_id=PORTS[i], vf_address=vf,
-                                     mac=MAC % i, **kwargs)
+                                     mac=mac or MAC % i, **kwargs)
 
     def devices(self):
         """``vdpa -j dev show``: name -> management device."""
