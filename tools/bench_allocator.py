@@ -50,7 +50,7 @@ import warnings
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # oslo.privsep imports eventlet, which announces its deprecation.
-warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
+warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 from nova_vdpa import allocator  # noqa: E402
 from nova_vdpa.kernel import netlink  # noqa: E402

@@ -118,7 +118,7 @@ def main():
     # eventlet's deprecation notice (oslo.privsep imports eventlet), would
     # be noise here.
     logging.getLogger('nova_vdpa.allocator').setLevel(logging.ERROR)
-    warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
+    warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
     # The daemon's stderr comes back as warnings of this logger: there,
     # only the same eventlet notice (errors come back as exceptions).
     logging.getLogger('oslo_privsep.daemon').setLevel(logging.ERROR)

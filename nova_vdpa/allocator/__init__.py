@@ -540,10 +540,13 @@ class Allocator:
         """
         name = device_name(port_id)
         with lockutils.lock('nova-vdpa-port-' + name):
-            current = self._read_device(name)
-            if current is None:
+            if not self._sysfs.exists(name):
                 return
-            mgmtdev = current[0].mgmtdev
+            try:
+                mgmtdev = self._read(lambda c: c.get_device(name).mgmtdev,
+                                     name, '-', 'device get')
+            except exception.VdpaDeviceNotFound:
+                return
             if self._allowed and mgmtdev not in self._allowed:
                 raise exception.VdpaDeviceNotOurs(
                     device=name, mgmtdev=mgmtdev, attribute='delete',
