@@ -197,6 +197,6 @@ class VdpaKernelTimeout(VdpaKernelError):
 
     msg_fmt = ("the kernel did not answer %(attribute)s for vDPA device "
                "%(device)s (management device %(mgmtdev)s) within "
-               "%(timeout)s s: another vdpa request is stuck in the kernel, "
-               "most likely a deletion waiting for a process to close a "
-               "vhost-vdpa character device")
+               "%(timeout)s s: the kernel is busy or another vdpa request "
+               "is stuck there, typically a deletion waiting for a process "
+               "to close a vhost-vdpa character device")

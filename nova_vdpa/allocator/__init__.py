@@ -49,7 +49,11 @@ Decisions, and what the kernel does that they rest on:
   uninterruptible sleep. Every kernel read here therefore runs on one
   reader thread with a deadline; while a read is stuck, later calls fail
   at once with :class:`~nova_vdpa.exception.VdpaKernelTimeout` instead of
-  queueing behind it, and nothing privileged is attempted.
+  queueing behind it, and nothing privileged is attempted. This needs
+  native threads (nova-compute's threading mode): under eventlet a request
+  asleep in the kernel stops every green thread. Seen on 6.12: the kernel
+  unlinks a device from ``/sys/bus/vdpa/devices`` before the removal
+  waits, so a device whose deletion is stuck already looks gone.
 * **Serialisation.** Allocation is serialised per VF and per port, release
   per port (oslo.concurrency in-process locks, taken VF then port).
 """
@@ -195,7 +199,13 @@ class Allocator:
         for handle in management_devices:
             validate.mgmtdev_handle(handle)
         validate.delete_timeout(delete_timeout)
-        validate.delete_timeout(read_timeout)
+        if isinstance(read_timeout, bool) or \
+                not isinstance(read_timeout, (int, float)) or \
+                read_timeout <= 0:
+            raise exception.VdpaInvalidArgument(
+                device='-', mgmtdev='-', attribute='read_timeout',
+                reason='%r is not a positive number of seconds'
+                % (read_timeout,))
         self._allowed = frozenset(management_devices)
         self._simulated: dict[str, _SimulatedVf] = {}
         for vf, target in (simulated_vfs or {}).items():
@@ -205,6 +215,8 @@ class Allocator:
                     reason='%r is not a PCI address' % vf)
             mgmtdev, _, device = target.partition('@')
             validate.mgmtdev_handle(mgmtdev)
+            if device:
+                validate.device_name(device)
             self._simulated[vf] = _SimulatedVf(mgmtdev, device or None)
         if self._simulated:
             LOG.warning('simulated_vfs is set: VFs %s are served by %s. '
@@ -435,7 +447,7 @@ class Allocator:
                 queue_pairs: int | None) -> None:
         mac = request.mac.lower()
         try:
-            nova_vdpa.privsep.vdpa.create_device(
+            nova_vdpa.privsep.vdpa.create_bound_device(
                 name, mgmtdev, mac=mac, mtu=request.mtu,
                 max_vq_pairs=queue_pairs)
         except exception.VdpaAttributeNotSupported:
@@ -444,8 +456,8 @@ class Allocator:
             LOG.info('Management device %s refused max_vqp for %s; '
                      'creating it with its default queue pairs.', mgmtdev,
                      name)
-            nova_vdpa.privsep.vdpa.create_device(name, mgmtdev, mac=mac,
-                                                 mtu=request.mtu)
+            nova_vdpa.privsep.vdpa.create_bound_device(
+                name, mgmtdev, mac=mac, mtu=request.mtu)
 
     def allocate(self, request: PortRequest) -> Allocation:
         """Make sure the port has its device, bound to vhost_vdpa.
@@ -528,10 +540,13 @@ class Allocator:
         """
         name = device_name(port_id)
         with lockutils.lock('nova-vdpa-port-' + name):
-            current = self._read_device(name)
-            if current is None:
+            if not self._sysfs.exists(name):
                 return
-            mgmtdev = current[0].mgmtdev
+            try:
+                mgmtdev = self._read(lambda c: c.get_device(name).mgmtdev,
+                                     name, '-', 'device get')
+            except exception.VdpaDeviceNotFound:
+                return
             if self._allowed and mgmtdev not in self._allowed:
                 raise exception.VdpaDeviceNotOurs(
                     device=name, mgmtdev=mgmtdev, attribute='delete',

@@ -184,6 +184,12 @@ class TestManagementDevice(AllocatorTestCase):
                           allocator.parse_simulated_vfs, ['0000:00:05.1'])
         self.assertRaises(exception.VdpaInvalidArgument,
                           self.allocator, simulated_vfs={'x': 'vdpasim_net'})
+        self.assertRaises(exception.VdpaInvalidArgument, self.allocator,
+                          simulated_vfs={SIM_VF: 'vdpasim_net@../x'})
+        for bad in (0, -1, True, '5'):
+            e = self.assertRaises(exception.VdpaInvalidArgument,
+                                  self.allocator, read_timeout=bad)
+            self.assertIn('read_timeout', str(e))
         self.assertEqual({SIM_VF: 'vdpasim_net@op0'},
                          allocator.parse_simulated_vfs(
                              [SIM_VF + '=vdpasim_net@op0']))
@@ -283,6 +289,15 @@ class TestAllocate(AllocatorTestCase):
         a = self.alloc.allocate(self.request())
         self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver(name))
         self.assertEqual(a, self.alloc.lookup(PORT_A, SIM_VF))
+
+    def test_device_that_cannot_be_bound_is_not_left(self):
+        # vhost_vdpa not loaded: the creation is undone.
+        os.rename(os.path.join(self.kernel.bus, 'drivers', 'vhost_vdpa'),
+                  os.path.join(self.kernel.root, 'vhost_vdpa.unloaded'))
+        e = self.assertRaises(exception.VdpaBindError, self.alloc.allocate,
+                              self.request())
+        self.assertIn('not loaded', str(e))
+        self.assertEqual([], self.names())
 
     def test_bad_requests_create_nothing(self):
         for req in (self.request(mac='zz'),
@@ -466,8 +481,12 @@ class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
 
     def test_only_our_names_are_created(self):
         for call in (lambda: priv_vdpa.create_device('vdpa1', 'vdpasim_net'),
+                     lambda: priv_vdpa.create_bound_device('vdpa1',
+                                                           'vdpasim_net'),
                      lambda: priv_vdpa._create_device(
-                         'vdpa1', 'vdpasim_net', None, None, None, None)):
+                         'vdpa1', 'vdpasim_net', None, None, None, None),
+                     lambda: priv_vdpa._create_bound_device(
+                         'vdpa1', 'vdpasim_net', None, None, None)):
             self.assertRaises(exception.VdpaDeviceNotOurs, call)
         self.assertEqual([], self.names())
 
@@ -475,8 +494,10 @@ class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
         name = allocator.device_name(PORT_A)
         self.conf.config(group=self.group,
                          management_devices=['pci/' + HW_VF])
-        self.assertRaises(exception.VdpaDeviceNotOurs,
-                          priv_vdpa.create_device, name, 'vdpasim_net')
+        for create in (priv_vdpa.create_device,
+                       priv_vdpa.create_bound_device):
+            self.assertRaises(exception.VdpaDeviceNotOurs, create, name,
+                              'vdpasim_net')
         self.assertEqual([], self.names())
         # Made behind nova-vdpa's back: the daemon reads its management
         # device from the kernel and refuses.
@@ -537,6 +558,14 @@ class TestStuckKernel(AllocatorTestCase):
 
         release()
         self.assertEqual([], self.names())
+        # The stuck read ends just after the deletion; until it has, calls
+        # still fail at once.
+        for _ in range(1000):
+            try:
+                alloc.owned_devices()
+                break
+            except exception.VdpaKernelTimeout:
+                time.sleep(0.01)
         b = alloc.allocate(self.request(port=PORT_B))
         self.assertEqual(['nvdpa-' + PORT_B], self.names())
         self.assertEqual(b, alloc.lookup(PORT_B, SIM_VF))
