@@ -24,9 +24,15 @@ tests/functional/test_kernel_privsep.py and the release note):
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
-vdpa_pctxt = priv_context.PrivContext(
+vdpa_pctxt: priv_context.PrivContext = priv_context.PrivContext(
     'nova_vdpa.privsep',
     cfg_section='nova_vdpa_privileged',
     pypath=__name__ + '.vdpa_pctxt',
     capabilities=[caps.CAP_NET_ADMIN],
 )
+
+# The daemon imports this module to find the context: import the
+# entrypoints with it, so that no call's deadline pays for loading them
+# (pyroute2 alone took 11-60 s under the test bed's TCG, past the 30 s
+# deadline of a create).
+from nova_vdpa.privsep import vdpa as _vdpa  # noqa: E402,F401,H306

@@ -1,0 +1,101 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``LibvirtVdpaDriver``: Nova's libvirt driver with vDPA devices on demand.
+
+Load it with ``compute_driver = nova_vdpa.LibvirtVdpaDriver`` (nova's
+loader imports ``nova.virt.nova_vdpa``, a one-line re-export). It differs
+from nova 34.0.0's ``LibvirtDriver`` in three places only:
+
+* its VIF driver (:mod:`nova_vdpa.compute.vif`) creates the vDPA device of
+  each ``vnic_type=vdpa`` port before the guest XML names it, gives the
+  guest the full ``<interface type='vdpa'>``, and releases the device
+  after unplug;
+* ``_get_pci_passthrough_devices`` types the VFs that can carry a vDPA
+  device as ``vdpa`` at every periodic update
+  (:mod:`nova_vdpa.compute.inventory`);
+* it registers the ``[nova_vdpa]`` options and checks the private Nova
+  names it relies on (:mod:`nova_vdpa.compute.overrides`) when it is
+  constructed, not when it is imported.
+"""
+
+import typing as ty
+
+from nova.virt.libvirt import driver as libvirt_driver
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_vdpa import allocator as vdpa_allocator
+from nova_vdpa.compute import inventory
+from nova_vdpa.compute import overrides
+from nova_vdpa.compute import vif
+from nova_vdpa import conf as vdpa_conf
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+#: What builds the allocator from the ``[nova_vdpa]`` options; tests put
+#: one here that reaches a fake kernel.
+allocator_factory: ty.Callable[..., vdpa_allocator.Allocator] = (
+    vdpa_allocator.Allocator)
+
+# [nova_vdpa] options handed to the allocator when the group has them.
+_ALLOCATOR_OPTIONS = ('management_devices', 'simulated_vfs',
+                      'delete_timeout')
+
+
+def option_group() -> str:
+    """The name of our option group (``nova_vdpa``)."""
+    return vdpa_conf.list_opts()[0][0].name
+
+
+def _allocator_options(conf: cfg.ConfigOpts) -> dict[str, ty.Any]:
+    """The allocator's keyword arguments from our option group."""
+    values = conf[option_group()]
+    options = {name: values[name] for name in _ALLOCATOR_OPTIONS
+               if name in values}
+    if 'simulated_vfs' in options:
+        # <VF address>=<management device>[@<device>]; the allocator
+        # checks each value.
+        options['simulated_vfs'] = dict(
+            entry.partition('=')[::2] for entry in options['simulated_vfs'])
+    return options
+
+
+class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
+    """Nova's libvirt driver, creating a vDPA device per vdpa port."""
+
+    def __init__(self, virtapi: ty.Any, read_only: bool = False) -> None:
+        vdpa_conf.register_opts(CONF)
+        super().__init__(virtapi, read_only)
+        overrides.check(self)
+        self.vdpa_allocator = allocator_factory(**_allocator_options(CONF))
+        self.vif_driver = vif.LibvirtVdpaVIFDriver(self._host,
+                                                   self.vdpa_allocator)
+
+    def _get_pci_passthrough_devices(self) -> str:
+        """Nova's PCI inventory, with VFs typed vdpa from the kernel now.
+
+        Nova's method is cached for the life of the process; the VFs that
+        can carry a vDPA device are read fresh at each call.
+        """
+        devices = super()._get_pci_passthrough_devices()
+        vfs = set(self.vdpa_allocator.vf_management_devices())
+        vfs.update(_vf_of(dev.mgmtdev)
+                   for dev in self.vdpa_allocator.owned_devices())
+        return inventory.mark_vdpa_vfs(devices, vfs)
+
+
+def _vf_of(mgmtdev: str) -> str:
+    """``pci/0000:06:00.1`` -> ``0000:06:00.1``; others pass through."""
+    bus, _, name = mgmtdev.partition('/')
+    return name if bus == 'pci' else mgmtdev

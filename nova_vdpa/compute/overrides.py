@@ -1,0 +1,87 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Every private Nova name nova-vdpa overrides or relies on, in one place.
+
+Each entry was checked against :data:`NOVA_RELEASE`. A Nova upgrade that
+renames or removes one of them would otherwise fail quietly (an override
+that is never called, an attribute that is never read), so
+:func:`check` runs when the driver starts and refuses to start instead.
+"""
+
+import dataclasses
+import importlib
+import typing as ty
+
+from nova_vdpa import exception
+
+#: The Nova release every entry below was read against.
+NOVA_RELEASE = '34.0.0'
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivateName:
+    """A private member of a Nova class that we override or use.
+
+    :param module: the module defining ``cls``.
+    :param cls: the class name.
+    :param name: the member name.
+    :param why: what we do with it.
+    :param on_instance: the member is set in ``__init__``, so it is checked
+        on the driver object rather than on the class.
+    """
+
+    module: str
+    cls: str
+    name: str
+    why: str
+    on_instance: bool = False
+
+
+PRIVATE_NAMES: tuple[PrivateName, ...] = (
+    PrivateName(
+        'nova.virt.libvirt.driver', 'LibvirtDriver',
+        '_get_pci_passthrough_devices',
+        'overridden: types VFs whose management device can create net vDPA '
+        'devices as vdpa at every periodic update; wraps the cached '
+        'original (functools.cache, for the life of the process)'),
+    PrivateName(
+        'nova.virt.libvirt.driver', 'LibvirtDriver', '_host',
+        "used: the driver's libvirt Host, given to the VIF driver and used "
+        'to find the guest that holds a chardev', on_instance=True),
+)
+
+
+class NovaIncompatible(exception.NovaVdpaException):
+    msg_fmt = ('nova-vdpa was checked against Nova %(release)s and needs '
+               '%(what)s, which this Nova does not have')
+
+
+def check(driver: ty.Any = None) -> None:
+    """Check that every name in :data:`PRIVATE_NAMES` still exists.
+
+    :param driver: the constructed driver, for names set in ``__init__``;
+        without it those are skipped.
+    :raises: NovaIncompatible naming the first one missing.
+    """
+    for entry in PRIVATE_NAMES:
+        cls = getattr(importlib.import_module(entry.module), entry.cls, None)
+        if entry.on_instance:
+            if driver is None:
+                continue
+            owner: ty.Any = driver
+        else:
+            owner = cls
+        if owner is None or not hasattr(owner, entry.name):
+            raise NovaIncompatible(
+                release=NOVA_RELEASE,
+                what='%s.%s.%s' % (entry.module, entry.cls, entry.name))

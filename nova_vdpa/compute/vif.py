@@ -1,0 +1,198 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The VIF driver: a vDPA device per ``vnic_type=vdpa`` port.
+
+:class:`LibvirtVdpaVIFDriver` is Nova's ``LibvirtGenericVIFDriver`` with two
+changes, for vdpa VIFs only; every other VIF goes to Nova's code
+unchanged, and os-vif still plugs the VF representor for vdpa ones.
+
+``get_config`` allocates the port's device on the VF Nova claimed (what
+``nova_to_osvif_vif`` reads from the binding profile's ``pci_slot``) and
+returns the designer's full ``<interface type='vdpa'>``. Nova calls it
+wherever it builds the guest XML (spawn, hard reboot, resize and migration
+destinations, unshelve, evacuation) and, on interface attach, after
+``plug`` and before attaching: so the device exists before any XML names
+it. Allocation is idempotent, so the calls that only rebuild the config of
+a running guest (detach, ...) get the device the guest already has.
+
+``unplug`` releases the device after os-vif's unplug. Nova unplugs after
+the guest is gone or the interface detached, so QEMU has closed the
+chardev; when it has not (a paused guest keeps a detached device open),
+the release is refused, and the log names the domain that holds it.
+"""
+
+import typing as ty
+
+from nova.network import model as network_model
+from nova.network import os_vif_util
+import nova.objects as objects
+import nova.virt.hardware as hardware
+from nova.virt.libvirt import config as vconfig
+from nova.virt.libvirt import vif as libvirt_vif
+from os_vif.objects import vif as osv_vifs
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_vdpa import allocator as vdpa_allocator
+from nova_vdpa.compute import errors
+from nova_vdpa.compute import holders
+from nova_vdpa import exception
+from nova_vdpa.libvirt import designer
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+
+def _nova_shaped(conf: vconfig.LibvirtConfigGuestInterface
+                 ) -> vconfig.LibvirtConfigGuestInterface:
+    """Return a Nova interface config that renders as ``conf``.
+
+    Nova finds a live interface to detach with
+    ``Guest.get_interface_by_cfg``, which keeps only the parsed devices
+    that are instances of ``type(cfg)`` and then compares type, MAC and
+    source. Parsed devices are Nova's own class, never our subclass, so a
+    config of our class would never match and the interface would stay in
+    the guest while we release its device. The returned object is of
+    Nova's class with the identity fields set, and renders the designer's
+    XML.
+    """
+    shaped = vconfig.LibvirtConfigGuestInterface()
+    shaped.net_type = 'vdpa'
+    shaped.mac_addr = conf.mac_addr
+    shaped.source_dev = conf.source_dev
+    shaped.model = conf.model
+    shaped.format_dom = conf.format_dom
+    return shaped
+
+
+class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
+    """Nova's generic VIF driver, creating a device for each vdpa port.
+
+    :param host: Nova's ``nova.virt.libvirt.host.Host``.
+    :param allocator: the allocator that creates and releases devices.
+    """
+
+    def __init__(self, host: ty.Any,
+                 allocator: vdpa_allocator.Allocator) -> None:
+        super().__init__(host)
+        self.allocator = allocator
+
+    @staticmethod
+    def _vdpa_vif(vif: ty.Any) -> ty.Any:
+        """The os-vif VIF of a vdpa port, or None for any other VIF."""
+        if vif.get('vnic_type') != network_model.VNIC_TYPE_VDPA:
+            return None
+        vif_obj = os_vif_util.nova_to_osvif_vif(vif)
+        if not isinstance(vif_obj, osv_vifs.VIFHostDevice):
+            return None
+        return vif_obj
+
+    def get_config(self, instance, vif, image_meta, flavor, virt_type):
+        vif_obj = self._vdpa_vif(vif)
+        if vif_obj is None:
+            return super().get_config(instance, vif, image_meta, flavor,
+                                      virt_type)
+        if not isinstance(image_meta, objects.ImageMeta):
+            image_meta = objects.ImageMeta.from_dict(image_meta)
+        with errors.translated(instance, vif_obj.id):
+            allocation = self.allocator.allocate(
+                self._request(vif_obj, image_meta, flavor))
+            conf = self._interface_config(allocation, vif_obj, image_meta,
+                                          flavor)
+        LOG.debug('vDPA device %(dev)s (%(chardev)s) serves port %(port)s',
+                  {'dev': allocation.name, 'chardev': allocation.chardev,
+                   'port': vif_obj.id}, instance=instance)
+        return _nova_shaped(conf)
+
+    @staticmethod
+    def _request(vif_obj: ty.Any, image_meta: ty.Any,
+                 flavor: ty.Any) -> vdpa_allocator.PortRequest:
+        """What the allocator needs to know about the port."""
+        mtu = None
+        if 'network' in vif_obj and 'mtu' in vif_obj.network:
+            mtu = vif_obj.network.mtu
+        # Nova's own reading of hw:vif_multiqueue_enabled (it refuses a
+        # flavor and an image that disagree).
+        queue_pairs = (flavor.vcpus if hardware.get_vif_multiqueue_constraint(
+            flavor, image_meta) else None)
+        return vdpa_allocator.PortRequest(
+            port_id=vif_obj.id, vf_address=vif_obj.dev_address,
+            mac=str(vif_obj.address), mtu=mtu, queue_pairs=queue_pairs)
+
+    def _interface_config(
+        self, allocation: vdpa_allocator.Allocation, vif_obj: ty.Any,
+        image_meta: ty.Any, flavor: ty.Any,
+    ) -> vconfig.LibvirtConfigGuestInterface:
+        """The one call of the designer."""
+        conn = self.host.get_connection()
+        port = designer.Port(
+            mac=str(vif_obj.address),
+            mtu=(vif_obj.network.mtu if 'network' in vif_obj
+                 and 'mtu' in vif_obj.network else None),
+            id=vif_obj.id)
+        device = designer.Device(
+            chardev=allocation.chardev,
+            max_queue_pairs=allocation.config.max_vq_pairs or 1,
+            max_vq_size=allocation.device.max_vq_size,
+            features=allocation.config.device_features,
+            mtu=allocation.config.mtu)
+        return designer.get_vdpa_interface_config(
+            port, device,
+            designer.Host(conn.getLibVersion(), conn.getVersion()),
+            flavor=flavor, image_meta=image_meta,
+            rx_queue_size=CONF.libvirt.rx_queue_size,
+            tx_queue_size=CONF.libvirt.tx_queue_size,
+            max_queues=CONF.libvirt.max_queues)
+
+    def unplug(self, instance, vif):
+        super().unplug(instance, vif)
+        vif_obj = self._vdpa_vif(vif)
+        if vif_obj is not None:
+            self.release(instance, vif_obj.id,
+                         vif_obj.dev_address
+                         if 'dev_address' in vif_obj else None)
+
+    def release(self, instance: ty.Any, port_id: str,
+                vf_address: str | None) -> None:
+        """Release the port's device; never raises.
+
+        A release runs after the guest let go of the device, in cleanup
+        paths that must go on; a device left behind is ours (its name
+        says so) and the port's next allocation reuses or recreates it.
+        """
+        try:
+            self.allocator.release(port_id, vf_address)
+        except (exception.VdpaDeviceInUse, exception.VdpaDeleteTimeout) as e:
+            self._log_holders(instance, port_id, vf_address, e)
+        except exception.NovaVdpaException as e:
+            LOG.error('Could not release the vDPA device of port %(port)s: '
+                      '%(error)s', {'port': port_id, 'error': e},
+                      instance=instance)
+
+    def _log_holders(self, instance: ty.Any, port_id: str,
+                     vf_address: str | None, error: Exception) -> None:
+        """Name the guest that holds the device of a refused release."""
+        found: list[holders.Holder] = []
+        try:
+            allocation = self.allocator.lookup(port_id, vf_address or '')
+            if allocation is not None:
+                found = holders.find(self.host, allocation.chardev)
+        except Exception as e:  # the warning below matters more
+            LOG.debug('Looking for the holder failed: %s', e)
+        who = (', '.join('libvirt domain %s (instance %s)'
+                         % (h.domain, h.uuid) for h in found)
+               or 'a process outside libvirt')
+        LOG.warning('The vDPA device of port %(port)s is still open, held '
+                    'by %(who)s: it is left in place (%(error)s)',
+                    {'port': port_id, 'who': who, 'error': error},
+                    instance=instance)
