@@ -30,7 +30,7 @@ DEVICE_PREFIX = 'nvdpa-'
 #: gets VdpaKernelTimeout (the daemon's thread may stay stuck longer)
 CALL_TIMEOUT = 30.0
 #: the same for a deletion, which has its own deadline inside the daemon
-DELETE_CALL_TIMEOUT = validate.MAX_DELETE_TIMEOUT + CALL_TIMEOUT
+DELETE_CALL_TIMEOUT = validate.MAX_TIMEOUT + CALL_TIMEOUT
 
 
 def device_name(port_id: str) -> str:

@@ -27,7 +27,7 @@ from nova.virt.libvirt import config as vconfig
 from nova_vdpa import allocator
 from nova_vdpa import exception
 from nova_vdpa.libvirt import designer
-from tests.functional import test_allocator
+from tests.functional import allocator_base
 
 objects.register_all()  # the designer takes Nova's Flavor
 
@@ -50,7 +50,7 @@ def guest_xml(interface) -> str:
     return guest.to_xml()
 
 
-class TestGuest(test_allocator.AllocatorBedTestCase):
+class TestGuest(allocator_base.AllocatorBedTestCase):
 
     services = ('libvirt',)
 
@@ -59,7 +59,7 @@ class TestGuest(test_allocator.AllocatorBedTestCase):
         conn = libvirt.open('qemu:///system')
         self.addCleanup(conn.close)
         a = self.alloc.allocate(allocator.PortRequest(
-            port_id=PORT, vf_address=test_allocator.SIM_VF, mac=MAC,
+            port_id=PORT, vf_address=allocator_base.SIM_VF, mac=MAC,
             mtu=1500, queue_pairs=2))
         iface = designer.get_vdpa_interface_config(
             designer.Port(mac=MAC, mtu=1500),
@@ -85,10 +85,10 @@ class TestGuest(test_allocator.AllocatorBedTestCase):
         self.assertTrue(self.sysfs.is_open(a.chardev))
 
         e = self.assertRaises(exception.VdpaDeviceInUse, self.alloc.release,
-                              PORT, test_allocator.SIM_VF)
+                              PORT, allocator_base.SIM_VF)
         self.assertIn(a.name, str(e))
-        self.assertEqual(a, self.alloc.lookup(PORT, test_allocator.SIM_VF))
+        self.assertEqual(a, self.alloc.lookup(PORT, allocator_base.SIM_VF))
 
         dom.destroy()
-        self.alloc.release(PORT, test_allocator.SIM_VF)
+        self.alloc.release(PORT, allocator_base.SIM_VF)
         self.assertEqual({}, self.devices())

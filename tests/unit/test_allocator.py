@@ -33,8 +33,8 @@ from nova_vdpa.kernel import model
 from nova_vdpa.kernel import sysfs
 import nova_vdpa.privsep
 from nova_vdpa.privsep import vdpa as priv_vdpa
+from tests.unit import base
 from tests.unit import fake_kernel
-from tests.unit import test_kernel_netlink as base
 
 PORT_A = '5b7d5f1e-3c56-4d5e-9a43-2f0c1b9e7a01'
 PORT_B = '5b7d5f1e-3c56-4d5e-9a43-2f0c1b9e7a02'
