@@ -33,6 +33,32 @@ Possible values:
 * An empty list (default): use every network-capable management device.
 * A list of management device names.
 """),
+    cfg.ListOpt(
+        'simulated_vfs',
+        default=[],
+        help="""
+FOR TESTS ONLY: serve these VF addresses from another management device.
+
+On real hardware a VF's vDPA devices are made on the management device
+``pci/<VF address>`` and this option must stay empty. Test beds without
+vDPA-capable VFs map a (possibly made-up) VF address to a simulator such
+as ``vdpasim_net``. An entry ``<VF>=<mgmtdev>@<device>`` also names a
+device an operator created for that VF, which nova-vdpa then adopts (uses
+as it is, never modifies or deletes), as it would a device under a real
+VF's PCI device. ``management_devices`` still restricts which
+management devices may be used.
+
+Possible values:
+
+* An empty list (default, and the only value for production).
+* Entries ``<VF address>=<management device>``, for example
+  ``0000:00:05.1=vdpasim_net``, or
+  ``<VF address>=<management device>@<device name>``.
+
+Related options:
+
+* ``management_devices``
+"""),
 ]
 
 

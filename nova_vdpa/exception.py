@@ -143,6 +143,65 @@ class InvalidVdpaInterfaceRequest(NovaVdpaException):
     msg_fmt = "Cannot configure the vdpa interface: %(reason)s"
 
 
+# --- Allocator (nova_vdpa.allocator) and the privileged side's refusals ---
+
+class VdpaAllocatorError(NovaVdpaException):
+    """A port's vDPA device could not be allocated, looked up or released.
+
+    ``port_id`` and ``vf_address`` are kept in :attr:`kwargs` so that the
+    Nova facade can pick its own exception without parsing the message.
+    """
+
+    msg_fmt = ("cannot serve port %(port_id)s on VF %(vf_address)s: "
+               "%(reason)s")
+
+
+class VdpaPortRequestInvalid(VdpaAllocatorError):
+    msg_fmt = ("invalid vDPA request for port %(port_id)s on VF "
+               "%(vf_address)s: %(reason)s")
+
+
+class VdpaManagementDeviceNotAllowed(VdpaAllocatorError):
+    msg_fmt = ("VF %(vf_address)s (port %(port_id)s): management device "
+               "%(mgmtdev)s may not be used: %(reason)s")
+
+
+class VdpaAdoptedDeviceNotBound(VdpaAllocatorError):
+    msg_fmt = ("VF %(vf_address)s (port %(port_id)s) carries vDPA device "
+               "%(device)s, which nova-vdpa did not create and never "
+               "modifies; it is bound to %(driver)s, not vhost_vdpa: bind "
+               "it to vhost_vdpa (driver_override) or delete it")
+
+
+class VdpaStaleDeviceInUse(VdpaAllocatorError):
+    msg_fmt = ("vDPA device %(device)s of port %(port_id)s (VF "
+               "%(vf_address)s) has %(found)s instead of %(wanted)s and a "
+               "process holds it: it cannot be recreated until that "
+               "process closes it")
+
+
+class VdpaDeviceNotOurs(VdpaKernelError):
+    """The privileged side refused a device nova-vdpa may not touch."""
+
+    msg_fmt = ("refusing to %(attribute)s vDPA device %(device)s "
+               "(management device %(mgmtdev)s): %(reason)s")
+
+
+class VdpaKernelTimeout(VdpaKernelError):
+    """A kernel or privsep call missed its deadline.
+
+    The usual cause: a deletion waiting for a process to close its
+    vhost-vdpa character device holds the kernel's vdpa lock, and every
+    other vdpa request waits behind it.
+    """
+
+    msg_fmt = ("the kernel did not answer %(attribute)s for vDPA device "
+               "%(device)s (management device %(mgmtdev)s) within "
+               "%(timeout)s s: another vdpa request is stuck in the kernel, "
+               "most likely a deletion waiting for a process to close a "
+               "vhost-vdpa character device")
+
+
 # --- Hardware offload (nova_vdpa.kernel.devlink, .netdev, nova_vdpa.network)
 
 class DevlinkError(NovaVdpaException):

@@ -8,12 +8,52 @@ escalation is visible where it happens.
 """
 
 import threading
+import uuid
 
+from oslo_config import cfg
+from oslo_privsep import comm
+
+from nova_vdpa import conf as vdpa_conf
+from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from nova_vdpa.kernel import validate
 import nova_vdpa.privsep
+
+#: prefix of every device nova-vdpa creates; the Neutron port UUID follows
+DEVICE_PREFIX = 'nvdpa-'
+
+#: seconds a create or bind may take in the daemon before the caller
+#: gets VdpaKernelTimeout (the daemon's thread may stay stuck longer)
+CALL_TIMEOUT = 30.0
+#: the same for a deletion, which has its own deadline inside the daemon
+DELETE_CALL_TIMEOUT = validate.MAX_DELETE_TIMEOUT + CALL_TIMEOUT
+
+
+def device_name(port_id: str) -> str:
+    """``nvdpa-<port UUID>``: the only names nova-vdpa creates.
+
+    :raises: VdpaPortRequestInvalid unless ``port_id`` is a UUID.
+    """
+    try:
+        return DEVICE_PREFIX + str(uuid.UUID(port_id))
+    except (TypeError, ValueError, AttributeError):
+        raise exception.VdpaPortRequestInvalid(
+            port_id=repr(port_id), vf_address='-',
+            reason='a port id is a UUID')
+
+
+def is_ours(name: str) -> bool:
+    """Whether ``name`` is ``nvdpa-`` and a canonical lowercase UUID."""
+    if not isinstance(name, str) or not name.startswith(DEVICE_PREFIX):
+        return False
+    rest = name[len(DEVICE_PREFIX):]
+    try:
+        return str(uuid.UUID(rest)) == rest
+    except ValueError:
+        return False
+
 
 # Seams for the unit tests' fake kernel; the daemon uses the real ones.
 _client_factory = netlink.VdpaClient
@@ -31,41 +71,96 @@ def _client() -> netlink.VdpaClient:
     return client
 
 
+def _group() -> cfg.ConfigOpts.GroupAttr:
+    # Registered here too: the daemon never runs the driver's
+    # registration, and registering the same options again is a no-op.
+    vdpa_conf.register_opts(cfg.CONF)
+    group = vdpa_conf.list_opts()[0][0]
+    return getattr(cfg.CONF, group.name)
+
+
+def check_ours(name: str, mgmtdev: str | None, action: str) -> None:
+    """Refuse a device nova-vdpa may not touch (run on both sides).
+
+    Ours means: a name :func:`is_ours` accepts, on a management device
+    that ``management_devices`` allows (an empty list allows any).
+
+    :param mgmtdev: the device's management device; None checks the name
+        only (the caller does not know it, the daemon asks the kernel).
+    :param action: what was refused, for the message.
+    :raises: VdpaDeviceNotOurs
+    """
+    if not is_ours(name):
+        raise exception.VdpaDeviceNotOurs(
+            device=name, mgmtdev=mgmtdev or '-', attribute=action,
+            reason='nova-vdpa only touches devices named %s<port UUID>'
+            % DEVICE_PREFIX)
+    if mgmtdev is None:
+        return
+    allowed = _group().management_devices
+    if allowed and mgmtdev not in allowed:
+        raise exception.VdpaDeviceNotOurs(
+            device=name, mgmtdev=mgmtdev, attribute=action,
+            reason='the management device is not in management_devices')
+
+
+def _timeout_error(name: str, mgmtdev: str, action: str,
+                   timeout: float) -> exception.VdpaKernelTimeout:
+    return exception.VdpaKernelTimeout(device=name, mgmtdev=mgmtdev,
+                                       attribute=action, timeout=timeout)
+
+
 def create_device(name: str, mgmtdev: str, mac: str | None = None,
                   mtu: int | None = None, max_vq_pairs: int | None = None,
                   device_features: int | None = None) -> None:
-    """Create a vDPA device (privileged: CAP_NET_ADMIN).
+    """Create a vDPA device of ours (privileged: CAP_NET_ADMIN).
 
-    :raises: VdpaInvalidArgument before escalation; the typed kernel
-        errors of :meth:`nova_vdpa.kernel.netlink.VdpaClient.create_device`.
+    :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
+        (and again in the daemon); VdpaKernelTimeout after
+        :data:`CALL_TIMEOUT` (the daemon may still finish the creation);
+        the typed kernel errors of
+        :meth:`nova_vdpa.kernel.netlink.VdpaClient.create_device`.
     """
     validate.create_args(name, mgmtdev, mac, mtu, max_vq_pairs,
                          device_features)
-    _create_device(name, mgmtdev, mac, mtu, max_vq_pairs, device_features)
+    check_ours(name, mgmtdev, 'create')
+    try:
+        _create_device(name, mgmtdev, mac, mtu, max_vq_pairs,
+                       device_features)
+    except comm.PrivsepTimeout:
+        raise _timeout_error(name, mgmtdev, 'create', CALL_TIMEOUT)
 
 
-@nova_vdpa.privsep.vdpa_pctxt.entrypoint
+@nova_vdpa.privsep.vdpa_pctxt.entrypoint_with_timeout(CALL_TIMEOUT)
 def _create_device(name: str, mgmtdev: str, mac: str | None,
                    mtu: int | None, max_vq_pairs: int | None,
                    device_features: int | None) -> None:
+    check_ours(name, mgmtdev, 'create')
     _client().create_device(name, mgmtdev, mac=mac, mtu=mtu,
                             max_vq_pairs=max_vq_pairs,
                             device_features=device_features)
 
 
 def bind_device(name: str) -> str:
-    """Bind ``name`` to vhost_vdpa (privileged: uid 0 for sysfs).
+    """Bind a device of ours to vhost_vdpa (privileged: uid 0 for sysfs).
 
     :returns: the ``/dev/vhost-vdpa-N`` path of the device.
-    :raises: VdpaInvalidArgument before escalation; VdpaDeviceNotFound,
-        VdpaBindError, VdpaChardevNotFound.
+    :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
+        (the daemon checks the management device too); VdpaKernelTimeout;
+        VdpaDeviceNotFound, VdpaBindError, VdpaChardevNotFound.
     """
     validate.device_name(name)
-    return _bind_device(name)
+    check_ours(name, None, 'bind')
+    try:
+        return _bind_device(name)
+    except comm.PrivsepTimeout:
+        raise _timeout_error(name, '-', 'bind', CALL_TIMEOUT)
 
 
-@nova_vdpa.privsep.vdpa_pctxt.entrypoint
+@nova_vdpa.privsep.vdpa_pctxt.entrypoint_with_timeout(CALL_TIMEOUT)
 def _bind_device(name: str) -> str:
+    check_ours(name, None, 'bind')
+    check_ours(name, _client().get_device(name).mgmtdev, 'bind')
     s = _sysfs_factory()
     s.bind(name, sysfs.VHOST_VDPA)
     return s.chardev(name)
@@ -73,17 +168,26 @@ def _bind_device(name: str) -> str:
 
 def delete_device(name: str,
                   timeout: float = lifecycle.DEFAULT_DELETE_TIMEOUT) -> None:
-    """Delete ``name`` unless a process holds its chardev (privileged).
+    """Delete a device of ours unless a process holds it (privileged).
 
-    :raises: VdpaInvalidArgument before escalation; VdpaDeviceInUse,
-        VdpaDeleteTimeout, VdpaDeviceNotFound.
+    :param timeout: seconds the daemon waits for the kernel's deletion;
+        the call itself ends after :data:`DELETE_CALL_TIMEOUT` at most.
+    :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
+        (the daemon checks the management device too); VdpaDeviceInUse,
+        VdpaDeleteTimeout, VdpaKernelTimeout, VdpaDeviceNotFound.
     """
     validate.device_name(name)
     validate.delete_timeout(timeout, name)
-    _delete_device(name, float(timeout))
+    check_ours(name, None, 'delete')
+    try:
+        _delete_device(name, float(timeout))
+    except comm.PrivsepTimeout:
+        raise _timeout_error(name, '-', 'delete', DELETE_CALL_TIMEOUT)
 
 
-@nova_vdpa.privsep.vdpa_pctxt.entrypoint
+@nova_vdpa.privsep.vdpa_pctxt.entrypoint_with_timeout(DELETE_CALL_TIMEOUT)
 def _delete_device(name: str, timeout: float) -> None:
+    check_ours(name, None, 'delete')
+    check_ours(name, _client().get_device(name).mgmtdev, 'delete')
     lifecycle.delete_device(_sysfs_factory(), name, timeout=timeout,
                             client_factory=_client_factory)

@@ -10,6 +10,11 @@ import nova_vdpa.privsep
 from nova_vdpa.privsep import vdpa as priv_vdpa
 from tests.unit import test_kernel_netlink as base
 
+# The entrypoints touch only devices named like nova-vdpa's own.
+VD0 = priv_vdpa.device_name('00000000-0000-4000-8000-000000000000')
+VD1 = priv_vdpa.device_name('00000000-0000-4000-8000-000000000001')
+X = priv_vdpa.device_name('00000000-0000-4000-8000-0000000000ff')
+
 
 def _no_daemon(*args, **kwargs):
     raise AssertionError('unit tests must never start a privsep daemon')
@@ -36,31 +41,31 @@ class TestInProcess(PrivsepTestCase):
         nova_vdpa.privsep.vdpa_pctxt.set_client_mode(False)
 
     def test_create_bind_delete(self):
-        priv_vdpa.create_device('vd0', 'vdpasim_net',
+        priv_vdpa.create_device(VD0, 'vdpasim_net',
                                 mac='02:00:00:00:00:01', mtu=1500)
-        node = priv_vdpa.bind_device('vd0')
-        self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
-        self.assertEqual(self.sysfs.chardev('vd0'), node)
-        self.kernel.open_chardev('vd0', pid=55)
+        node = priv_vdpa.bind_device(VD0)
+        self.assertEqual('vhost_vdpa', self.sysfs.driver(VD0))
+        self.assertEqual(self.sysfs.chardev(VD0), node)
+        self.kernel.open_chardev(VD0, pid=55)
         self.assertRaises(exception.VdpaDeviceInUse,
-                          priv_vdpa.delete_device, 'vd0')
-        self.kernel.close_chardev('vd0')
-        priv_vdpa.delete_device('vd0')
+                          priv_vdpa.delete_device, VD0)
+        self.kernel.close_chardev(VD0)
+        priv_vdpa.delete_device(VD0)
         self.assertEqual([], self.client.list_devices())
 
     def test_kernel_errors_are_typed(self):
-        priv_vdpa.create_device('vd0', 'vdpasim_net')
+        priv_vdpa.create_device(VD0, 'vdpasim_net')
         self.assertRaises(exception.VdpaDeviceExists,
-                          priv_vdpa.create_device, 'vd0', 'vdpasim_net')
+                          priv_vdpa.create_device, VD0, 'vdpasim_net')
         self.assertRaises(exception.VdpaAttributeNotSupported,
-                          priv_vdpa.create_device, 'vd1', 'vdpasim_net',
+                          priv_vdpa.create_device, VD1, 'vdpasim_net',
                           max_vq_pairs=2)
 
     def test_errors_survive_the_privsep_round_trip(self):
         # The daemon sends (class, args) and the client rebuilds
         # exc_type(*args): the message must survive.
         try:
-            priv_vdpa.create_device('vd0', 'nope')
+            priv_vdpa.create_device(VD0, 'nope')
         except exception.VdpaManagementDeviceNotFound as e:
             again = type(e)(*e.args)
             self.assertEqual(str(e), str(again))
@@ -74,26 +79,26 @@ class TestChecksBeforeEscalation(PrivsepTestCase):
         nova_vdpa.privsep.vdpa_pctxt.set_client_mode(True)
         for call in (
                 lambda: priv_vdpa.create_device('../x', 'vdpasim_net'),
-                lambda: priv_vdpa.create_device('x', 'vdpasim_net', mtu=10),
-                lambda: priv_vdpa.create_device('x', 'vdpasim_net',
+                lambda: priv_vdpa.create_device(X, 'vdpasim_net', mtu=10),
+                lambda: priv_vdpa.create_device(X, 'vdpasim_net',
                                                 mac='zz'),
-                lambda: priv_vdpa.create_device('x', 'vdpasim_net',
+                lambda: priv_vdpa.create_device(X, 'vdpasim_net',
                                                 max_vq_pairs=0),
                 lambda: priv_vdpa.bind_device('a/b'),
                 lambda: priv_vdpa.delete_device('..'),
-                lambda: priv_vdpa.delete_device('x', timeout=0),
-                lambda: priv_vdpa.delete_device('x', timeout=301),
-                lambda: priv_vdpa.delete_device('x', timeout=True)):
+                lambda: priv_vdpa.delete_device(X, timeout=0),
+                lambda: priv_vdpa.delete_device(X, timeout=301),
+                lambda: priv_vdpa.delete_device(X, timeout=True)):
             self.assertRaises(exception.VdpaInvalidArgument, call)
         e = self.assertRaises(exception.VdpaInvalidArgument,
-                              priv_vdpa.delete_device, 'x', timeout=-1)
+                              priv_vdpa.delete_device, X, timeout=-1)
         self.assertIn('timeout', str(e))
-        self.assertIn('x', str(e))
+        self.assertIn(X, str(e))
 
     def test_valid_call_would_escalate(self):
         nova_vdpa.privsep.vdpa_pctxt.set_client_mode(True)
         e = self.assertRaises(AssertionError, priv_vdpa.create_device,
-                              'x', 'vdpasim_net')
+                              X, 'vdpasim_net')
         self.assertIn('never start', str(e))
 
     def test_entrypoints_are_registered_with_the_context(self):

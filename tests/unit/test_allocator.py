@@ -1,0 +1,522 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The allocator against the fake kernel, privsep entrypoints in-process.
+
+Every test checks what the (fake) kernel ends up with: which devices exist,
+with which MAC, MTU and queue pairs, bound to which driver. The same
+behaviours run on the real kernel in tests/functional/test_allocator.py.
+"""
+
+import os
+import threading
+import time
+
+import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as cfg_fixture
+
+from nova_vdpa import allocator
+from nova_vdpa import conf as vdpa_conf
+from nova_vdpa import exception
+from nova_vdpa.kernel import model
+from nova_vdpa.kernel import sysfs
+import nova_vdpa.privsep
+from nova_vdpa.privsep import vdpa as priv_vdpa
+from tests.unit import fake_kernel
+from tests.unit import test_kernel_netlink as base
+
+PORT_A = '5b7d5f1e-3c56-4d5e-9a43-2f0c1b9e7a01'
+PORT_B = '5b7d5f1e-3c56-4d5e-9a43-2f0c1b9e7a02'
+SIM_VF = '0000:00:05.1'
+SIM_VF2 = '0000:00:05.2'
+HW_VF = '0000:08:00.2'
+MAC = 'fa:16:3e:00:00:01'
+
+
+class LockingKernel(fake_kernel.FakeKernel):
+    """The fake kernel with genetlink's lock around the vdpa family.
+
+    The vdpa family is not ``parallel_ops``: genetlink runs its requests
+    one at a time, so a DEV_DEL that waits for a chardev holder keeps every
+    other vdpa request waiting (tests/functional/test_allocator.py shows it
+    on the real kernel). ``started`` counts requests that reached it.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.genl_mutex = threading.Lock()
+        self.started = 0
+
+    def handle(self, cmd, attrs, dump):
+        self.started += 1
+        with self.genl_mutex:
+            return super().handle(cmd, attrs, dump)
+
+
+class AllocatorTestCase(base.KernelTestCase):
+    """An allocator on a fake kernel; privsep runs in-process."""
+
+    mgmtdevs = [fake_kernel.vdpasim_net(), fake_kernel.mlx5_vf(HW_VF)]
+    allowed: tuple[str, ...] = ()
+    simulated = {SIM_VF: 'vdpasim_net'}
+
+    def setUp(self):
+        root = self.useFixture(fixtures.TempDir()).path
+        super().setUp()
+        # The kernel's /sys/bus/pci/devices/<VF> link to the VF's device,
+        # under which mlx5 puts the VF's vDPA devices.
+        self.kernel = LockingKernel(root, mgmtdevs=self.mgmtdevs)
+        self.client = self.kernel.client()
+        self.addCleanup(self.client.close)
+        self.sysfs = self.kernel.sysfs()
+        vf_dir = os.path.join(self.kernel.sys, 'devices', 'pci0000:00',
+                              HW_VF)
+        os.makedirs(vf_dir, exist_ok=True)
+        pci = os.path.join(self.kernel.sys, 'bus', 'pci', 'devices')
+        os.makedirs(pci)
+        os.symlink(vf_dir, os.path.join(pci, HW_VF))
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'oslo_privsep.priv_context.PrivContext.start', self._no_daemon))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.vdpa._client_factory', self.kernel.client))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.vdpa._sysfs_factory', self.kernel.sysfs))
+        ctx = nova_vdpa.privsep.vdpa_pctxt
+        self.addCleanup(ctx.set_client_mode, ctx.client_mode)
+        ctx.set_client_mode(False)
+
+        self.conf = self.useFixture(cfg_fixture.Config(cfg.CONF))
+        vdpa_conf.register_opts(cfg.CONF)
+        self.group = vdpa_conf.list_opts()[0][0].name
+        self.conf.config(group=self.group,
+                         management_devices=list(self.allowed))
+        self.alloc = self.allocator()
+
+    @staticmethod
+    def _no_daemon(*args, **kwargs):
+        raise AssertionError('unit tests must never start a privsep daemon')
+
+    def allocator(self, **kwargs):
+        kwargs.setdefault('management_devices', self.allowed)
+        kwargs.setdefault('simulated_vfs', self.simulated)
+        alloc = allocator.Allocator(client_factory=self.kernel.client,
+                                    sysfs=self.sysfs, **kwargs)
+        self.addCleanup(alloc.close)
+        return alloc
+
+    def request(self, port=PORT_A, vf=SIM_VF, mac=MAC, **kwargs):
+        return allocator.PortRequest(port_id=port, vf_address=vf, mac=mac,
+                                     **kwargs)
+
+    def names(self):
+        return sorted(self.kernel.devices)
+
+    def operator_device(self, name, mgmtdev, driver=sysfs.VHOST_VDPA):
+        """A device made by hand, as for upstream Nova."""
+        self.client.create_device(name, mgmtdev, mac='02:00:00:00:00:aa')
+        if driver is not None:
+            self.sysfs.bind(name, driver)
+
+
+class TestNames(AllocatorTestCase):
+
+    def test_name_is_the_prefix_and_the_canonical_uuid(self):
+        name = allocator.device_name(PORT_A)
+        self.assertEqual('nvdpa-' + PORT_A, name)
+        self.assertEqual(name, allocator.device_name(PORT_A.upper()))
+        self.assertEqual(name, allocator.device_name(
+            PORT_A.replace('-', '')))
+        self.assertTrue(allocator.is_ours(name))
+
+    def test_what_is_not_ours(self):
+        for name in ('vdpa0', 'nvdpa-', 'nvdpa-x', 'nvdpa-' + PORT_A.upper(),
+                     'xnvdpa-' + PORT_A, 'nvdpa-' + PORT_A + '-1', None):
+            self.assertFalse(allocator.is_ours(name), name)
+
+    def test_port_id_must_be_a_uuid(self):
+        for bad in ('port1', '', '../x', None, 42):
+            e = self.assertRaises(exception.VdpaPortRequestInvalid,
+                                  allocator.device_name, bad)
+            self.assertIn('UUID', str(e))
+
+
+class TestManagementDevice(AllocatorTestCase):
+
+    def test_vf_and_simulated_vf(self):
+        self.assertEqual('pci/' + HW_VF,
+                         self.alloc.management_device(HW_VF))
+        self.assertEqual('vdpasim_net',
+                         self.alloc.management_device(SIM_VF))
+
+    def test_restricted_by_management_devices(self):
+        alloc = self.allocator(management_devices=['vdpasim_net'])
+        e = self.assertRaises(exception.VdpaManagementDeviceNotAllowed,
+                              alloc.management_device, HW_VF)
+        self.assertIn('pci/' + HW_VF, str(e))
+        self.assertEqual(HW_VF, e.kwargs['vf_address'])
+
+    def test_bad_vf_address(self):
+        for bad in ('0000:08:00.2/../x', '08:00.2', '', None,
+                    '0000:08:00.2 '):
+            self.assertRaises(exception.VdpaPortRequestInvalid,
+                              self.alloc.management_device, bad)
+
+    def test_bad_simulated_vfs(self):
+        self.assertRaises(exception.VdpaInvalidArgument,
+                          allocator.parse_simulated_vfs, ['0000:00:05.1'])
+        self.assertRaises(exception.VdpaInvalidArgument,
+                          self.allocator, simulated_vfs={'x': 'vdpasim_net'})
+        self.assertEqual({SIM_VF: 'vdpasim_net@op0'},
+                         allocator.parse_simulated_vfs(
+                             [SIM_VF + '=vdpasim_net@op0']))
+
+    def test_from_conf(self):
+        self.conf.config(group=self.group, simulated_vfs=[
+            SIM_VF2 + '=vdpasim_net'], management_devices=['vdpasim_net'])
+        alloc = allocator.Allocator.from_conf(
+            cfg.CONF, client_factory=self.kernel.client, sysfs=self.sysfs)
+        self.addCleanup(alloc.close)
+        self.assertEqual('vdpasim_net', alloc.management_device(SIM_VF2))
+        self.assertRaises(exception.VdpaManagementDeviceNotAllowed,
+                          alloc.management_device, HW_VF)
+
+    def test_inventory(self):
+        self.assertEqual({HW_VF: 'pci/' + HW_VF, SIM_VF: 'vdpasim_net'},
+                         {vf: m.handle for vf, m in
+                          self.alloc.vf_management_devices().items()})
+        alloc = self.allocator(management_devices=['pci/' + HW_VF],
+                               simulated_vfs={SIM_VF: 'vdpasim_net',
+                                              SIM_VF2: 'absent_mgmt'})
+        self.assertEqual([HW_VF], list(alloc.vf_management_devices()))
+
+
+class TestAllocate(AllocatorTestCase):
+
+    def test_allocate_creates_binds_and_reports(self):
+        a = self.alloc.allocate(self.request(mtu=1400))
+        name = 'nvdpa-' + PORT_A
+        self.assertEqual([name], self.names())
+        d = self.kernel.devices[name]
+        self.assertEqual((MAC, 1400, 'vdpasim_net'),
+                         (d.mac, d.mtu, d.mgmtdev.handle))
+        # The fake kernel binds new devices to virtio_vdpa first.
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver(name))
+        self.assertEqual(
+            (name, 'vdpasim_net', self.sysfs.chardev(name), True),
+            (a.name, a.mgmtdev, a.chardev, a.owned))
+        self.assertEqual((MAC, 1400), (a.config.mac, a.config.mtu))
+        self.assertEqual(256, a.device.max_vq_size)
+
+    def test_allocate_is_idempotent(self):
+        first = self.alloc.allocate(self.request(mtu=1400))
+        again = self.allocator().allocate(self.request(mtu=1400))
+        self.assertEqual(first, again)
+        self.assertEqual(['nvdpa-' + PORT_A], self.names())
+
+    def test_mac_is_compared_lowercase(self):
+        first = self.alloc.allocate(self.request(mac=MAC.upper()))
+        self.assertEqual(MAC, self.kernel.devices[first.name].mac)
+        self.assertEqual(first, self.alloc.allocate(self.request()))
+
+    def test_stale_device_is_made_again(self):
+        name = allocator.device_name(PORT_A)
+        self.client.create_device(name, 'vdpasim_net',
+                                  mac='02:00:00:00:00:99', mtu=9000)
+        a = self.alloc.allocate(self.request(mtu=1500))
+        d = self.kernel.devices[name]
+        self.assertEqual((MAC, 1500), (d.mac, d.mtu))
+        self.assertEqual(a.chardev, self.sysfs.chardev(name))
+
+    def test_device_on_another_vf_is_made_again(self):
+        # The port moved from the simulated VF to the real one.
+        old = self.alloc.allocate(self.request())
+        new = self.alloc.allocate(self.request(vf=HW_VF))
+        self.assertEqual(old.name, new.name)
+        self.assertEqual('pci/' + HW_VF,
+                         self.kernel.devices[new.name].mgmtdev.handle)
+
+    def test_held_stale_device_is_a_typed_error_and_stays(self):
+        a = self.alloc.allocate(self.request())
+        self.kernel.open_chardev(a.name, pid=77)
+        self.addCleanup(self.kernel.close_chardev, a.name)
+        e = self.assertRaises(exception.VdpaStaleDeviceInUse,
+                              self.alloc.allocate,
+                              self.request(mac='fa:16:3e:00:00:02'))
+        self.assertIn('MAC fa:16:3e:00:00:02', str(e))
+        self.assertEqual(PORT_A, e.kwargs['port_id'])
+        self.assertEqual(MAC, self.kernel.devices[a.name].mac)
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver(a.name))
+
+    def test_unbound_device_of_ours_is_bound(self):
+        # A crash between creation and binding leaves it on virtio_vdpa.
+        name = allocator.device_name(PORT_A)
+        self.client.create_device(name, 'vdpasim_net', mac=MAC)
+        self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver(name))
+        self.assertRaises(exception.VdpaChardevNotFound,
+                          self.alloc.lookup, PORT_A, SIM_VF)
+        a = self.alloc.allocate(self.request())
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver(name))
+        self.assertEqual(a, self.alloc.lookup(PORT_A, SIM_VF))
+
+    def test_bad_requests_create_nothing(self):
+        for req in (self.request(mac='zz'),
+                    self.request(mac='01:00:5e:00:00:01'),
+                    self.request(mtu=10),
+                    self.request(queue_pairs=0),
+                    self.request(port='port-a'),
+                    self.request(vf='0000:08:00.2/x')):
+            self.assertRaises(exception.VdpaPortRequestInvalid,
+                              self.alloc.allocate, req)
+        self.assertEqual([], self.names())
+
+    def test_not_allowed_creates_nothing(self):
+        alloc = self.allocator(management_devices=['pci/' + HW_VF])
+        self.assertRaises(exception.VdpaManagementDeviceNotAllowed,
+                          alloc.allocate, self.request())
+        self.assertEqual([], self.names())
+
+    def test_vf_without_vdpa(self):
+        self.assertRaises(exception.VdpaManagementDeviceNotFound,
+                          self.alloc.allocate,
+                          self.request(vf='0000:09:00.2'))
+        self.assertEqual([], self.names())
+
+    def test_second_port_on_a_vf_is_no_space(self):
+        self.alloc.allocate(self.request(vf=HW_VF))
+        self.assertRaises(exception.VdpaNoSpace, self.alloc.allocate,
+                          self.request(port=PORT_B, vf=HW_VF))
+        self.assertEqual(['nvdpa-' + PORT_A], self.names())
+
+
+class TestQueuePairs(AllocatorTestCase):
+
+    mgmtdevs = [fake_kernel.vdpasim_net(), fake_kernel.mlx5_vf(HW_VF),
+                # Offers F_MQ but refuses max_vqp (a driver that reports
+                # more than it accepts): asked again without it.
+                fake_kernel.FakeMgmtdev(
+                    'pci', '0000:08:00.3',
+                    frozenset({'VDPA_ATTR_DEV_NET_CFG_MACADDR'}), 9,
+                    0x3_0000_0020 | model.F_MQ)]
+
+    def test_capped_by_the_management_device(self):
+        # 16 queues: one control queue, 7 pairs.
+        a = self.alloc.allocate(self.request(vf=HW_VF, queue_pairs=32))
+        self.assertEqual(7, self.kernel.devices[a.name].max_vqp)
+        self.assertEqual(7, a.config.max_vq_pairs)
+
+    def test_what_is_asked_when_it_fits(self):
+        a = self.alloc.allocate(self.request(vf=HW_VF, queue_pairs=4))
+        self.assertEqual(4, self.kernel.devices[a.name].max_vqp)
+        # Asking for more next time makes it again (nobody holds it).
+        a = self.alloc.allocate(self.request(vf=HW_VF, queue_pairs=6))
+        self.assertEqual(6, self.kernel.devices[a.name].max_vqp)
+
+    def test_no_attribute_without_multiqueue(self):
+        # vdpasim_net answers EOPNOTSUPP to max_vqp and offers no F_MQ.
+        a = self.alloc.allocate(self.request(queue_pairs=4))
+        self.assertEqual(1, self.kernel.devices[a.name].max_vqp)
+        self.assertIsNone(a.config.max_vq_pairs)
+
+    def test_retried_without_when_refused(self):
+        self.alloc.allocate(self.request(vf='0000:08:00.3', queue_pairs=2))
+        self.assertEqual(['nvdpa-' + PORT_A], self.names())
+
+
+class TestAdoption(AllocatorTestCase):
+
+    simulated = {SIM_VF: 'vdpasim_net', SIM_VF2: 'vdpasim_net@opsim0'}
+
+    def test_operator_device_on_a_vf_is_used_as_it_is(self):
+        self.operator_device('vdpa0', 'pci/' + HW_VF)
+        before = self.kernel.devices['vdpa0']
+        a = self.alloc.allocate(self.request(vf=HW_VF, mtu=9000))
+        self.assertEqual(('vdpa0', False, 'pci/' + HW_VF),
+                         (a.name, a.owned, a.mgmtdev))
+        self.assertEqual(self.sysfs.chardev('vdpa0'), a.chardev)
+        self.assertEqual(a, self.alloc.lookup(PORT_A, HW_VF))
+        self.alloc.release(PORT_A, HW_VF)
+        self.assertEqual(['vdpa0'], self.names())
+        self.assertIs(before, self.kernel.devices['vdpa0'])
+        self.assertEqual(('02:00:00:00:00:aa', 1500),
+                         (before.mac, before.mtu))
+
+    def test_operator_device_not_on_vhost_vdpa_is_refused_untouched(self):
+        self.operator_device('vdpa0', 'pci/' + HW_VF, sysfs.VIRTIO_VDPA)
+        e = self.assertRaises(exception.VdpaAdoptedDeviceNotBound,
+                              self.alloc.allocate, self.request(vf=HW_VF))
+        self.assertIn('vdpa0', str(e))
+        self.assertIn('virtio_vdpa', str(e))
+        self.assertEqual(['vdpa0'], self.names())
+        self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver('vdpa0'))
+
+    def test_simulated_vf_adopts_the_named_device(self):
+        self.operator_device('opsim0', 'vdpasim_net')
+        a = self.alloc.allocate(self.request(vf=SIM_VF2))
+        self.assertEqual(('opsim0', False), (a.name, a.owned))
+        # Another simulated VF on the same simulator does not adopt it.
+        b = self.alloc.allocate(self.request(port=PORT_B))
+        self.assertTrue(b.owned)
+        self.alloc.release(PORT_A, SIM_VF2)
+        self.alloc.release(PORT_B, SIM_VF)
+        self.assertEqual(['opsim0'], self.names())
+
+    def test_other_devices_on_the_bus_are_not_the_vfs(self):
+        self.operator_device('vdpa9', 'vdpasim_net')
+        self.assertIsNone(self.alloc.lookup(PORT_A, HW_VF))
+        self.assertIsNone(self.alloc.lookup(PORT_A, SIM_VF))
+        self.assertTrue(self.alloc.allocate(self.request(vf=HW_VF)).owned)
+
+
+class TestLookupRelease(AllocatorTestCase):
+
+    def test_lookup(self):
+        self.assertIsNone(self.alloc.lookup(PORT_A, SIM_VF))
+        a = self.alloc.allocate(self.request())
+        self.assertEqual(a, self.alloc.lookup(PORT_A, SIM_VF))
+
+    def test_lookup_does_not_list_devices(self):
+        for i in range(50):
+            self.client.create_device('other%d' % i, 'vdpasim_net')
+        self.alloc.allocate(self.request())
+        dumps = []
+        handle = self.kernel.handle
+
+        def watch(cmd, attrs, dump):
+            dumps.append(dump)
+            return handle(cmd, attrs, dump)
+        self.kernel.handle = watch
+        self.assertIsNotNone(self.alloc.lookup(PORT_A, SIM_VF))
+        self.assertEqual([False, False], dumps)
+
+    def test_release_is_idempotent(self):
+        self.alloc.allocate(self.request())
+        self.alloc.allocate(self.request(port=PORT_B))
+        self.alloc.release(PORT_A, SIM_VF)
+        self.assertEqual(['nvdpa-' + PORT_B], self.names())
+        self.alloc.release(PORT_A, SIM_VF)
+        self.alloc.release(PORT_A)
+        self.assertEqual(['nvdpa-' + PORT_B], self.names())
+
+    def test_held_device_is_not_released(self):
+        a = self.alloc.allocate(self.request())
+        self.kernel.open_chardev(a.name, pid=4242)
+        e = self.assertRaises(exception.VdpaDeviceInUse,
+                              self.alloc.release, PORT_A, SIM_VF)
+        self.assertIn('4242', str(e))
+        self.assertEqual([a.name], self.names())
+        self.kernel.close_chardev(a.name)
+        self.alloc.release(PORT_A, SIM_VF)
+        self.assertEqual([], self.names())
+
+    def test_owned_devices(self):
+        self.operator_device('vdpa0', 'vdpasim_net')
+        self.alloc.allocate(self.request())
+        self.alloc.allocate(self.request(port=PORT_B, vf=HW_VF))
+        self.assertEqual(sorted(['nvdpa-' + PORT_A, 'nvdpa-' + PORT_B]),
+                         sorted(d.name for d in self.alloc.owned_devices()))
+
+
+class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
+    """The entrypoints refuse devices that are not ours, on both sides."""
+
+    allowed = ('vdpasim_net', 'pci/' + HW_VF)
+
+    def test_operator_device_is_never_deleted_or_bound(self):
+        self.operator_device('vdpa0', 'vdpasim_net', sysfs.VIRTIO_VDPA)
+        for call in (lambda: priv_vdpa.delete_device('vdpa0'),
+                     lambda: priv_vdpa.bind_device('vdpa0'),
+                     # The daemon side, as a compromised caller reaches it.
+                     lambda: priv_vdpa._delete_device('vdpa0', 5.0),
+                     lambda: priv_vdpa._bind_device('vdpa0')):
+            e = self.assertRaises(exception.VdpaDeviceNotOurs, call)
+            self.assertIn('vdpa0', str(e))
+        self.assertEqual(['vdpa0'], self.names())
+        self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver('vdpa0'))
+
+    def test_only_our_names_are_created(self):
+        for call in (lambda: priv_vdpa.create_device('vdpa1', 'vdpasim_net'),
+                     lambda: priv_vdpa._create_device(
+                         'vdpa1', 'vdpasim_net', None, None, None, None)):
+            self.assertRaises(exception.VdpaDeviceNotOurs, call)
+        self.assertEqual([], self.names())
+
+    def test_management_device_outside_the_configuration(self):
+        name = allocator.device_name(PORT_A)
+        self.conf.config(group=self.group,
+                         management_devices=['pci/' + HW_VF])
+        self.assertRaises(exception.VdpaDeviceNotOurs,
+                          priv_vdpa.create_device, name, 'vdpasim_net')
+        self.assertEqual([], self.names())
+        # Made behind nova-vdpa's back: the daemon reads its management
+        # device from the kernel and refuses.
+        self.client.create_device(name, 'vdpasim_net')
+        for call in (lambda: priv_vdpa._delete_device(name, 5.0),
+                     lambda: priv_vdpa._bind_device(name)):
+            e = self.assertRaises(exception.VdpaDeviceNotOurs, call)
+            self.assertIn('management_devices', str(e))
+        self.assertEqual([name], self.names())
+
+    def test_refusal_survives_the_privsep_round_trip(self):
+        e = self.assertRaises(exception.VdpaDeviceNotOurs,
+                              priv_vdpa._delete_device, 'vdpa0', 5.0)
+        self.assertEqual(str(e), str(type(e)(*e.args)))
+
+
+class TestStuckKernel(AllocatorTestCase):
+    """A deletion stuck on a held chardev: later calls fail fast."""
+
+    def stuck_deletion(self, name):
+        """Hold ``name``'s chardev and start a raw DEV_DEL on it."""
+        self.kernel.open_chardev(name, pid=99)
+        deleter = threading.Thread(
+            target=lambda: self.kernel.client().delete_device(name))
+        deleter.start()
+
+        def release():
+            if name in self.kernel.devices and \
+                    self.kernel.devices[name].holder is not None:
+                self.kernel.close_chardev(name)
+            deleter.join(10)
+        self.addCleanup(release)
+        # Wait until the deletion sits in the kernel with the lock.
+        for _ in range(1000):
+            if self.kernel.genl_mutex.locked():
+                break
+            time.sleep(0.01)
+        return release
+
+    def test_reads_and_creates_fail_fast_then_recover(self):
+        a = self.alloc.allocate(self.request())
+        alloc = self.allocator(read_timeout=0.2)
+        release = self.stuck_deletion(a.name)
+
+        e = self.assertRaises(exception.VdpaKernelTimeout, alloc.allocate,
+                              self.request(port=PORT_B, vf=HW_VF))
+        self.assertIn('0.2', str(e))
+        started = self.kernel.started
+        # The reader is still stuck: nothing more reaches the kernel.
+        for call in (lambda: alloc.allocate(self.request(port=PORT_B)),
+                     lambda: alloc.lookup(PORT_A, SIM_VF),
+                     lambda: alloc.release(PORT_A),
+                     alloc.vf_management_devices,
+                     alloc.owned_devices):
+            self.assertRaises(exception.VdpaKernelTimeout, call)
+        self.assertEqual(started, self.kernel.started)
+        self.assertEqual([a.name], self.names())
+
+        release()
+        self.assertEqual([], self.names())
+        b = alloc.allocate(self.request(port=PORT_B))
+        self.assertEqual(['nvdpa-' + PORT_B], self.names())
+        self.assertEqual(b, alloc.lookup(PORT_B, SIM_VF))
