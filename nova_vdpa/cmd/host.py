@@ -25,7 +25,6 @@ import warnings
 from oslo_config import cfg
 
 from nova_vdpa import exception
-from nova_vdpa.kernel import devlink as devlink_mod
 from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netdev as netdev_mod
 from nova_vdpa.kernel import netlink
@@ -174,8 +173,8 @@ class Host:
                 xml = etree.fromstring(dom.XMLDesc(0))
                 for src in xml.iterfind(
                         "./devices/interface[@type='vdpa']/source"):
-                    found[src.get('dev')] = '%s (%s)' % (dom.name(),
-                                                         dom.UUIDString())
+                    found[src.get('dev') or ''] = '%s (%s)' % (
+                        dom.name(), dom.UUIDString())
         finally:
             conn.close()
         return found

@@ -39,8 +39,8 @@ from typing import Any, Callable
 
 from oslo_config import cfg
 
-from nova_vdpa import exception
 from nova_vdpa.cmd import host as host_mod
+from nova_vdpa import exception
 from nova_vdpa.network import checks
 
 SUCCESS, WARNING, FAILURE, ERROR = 0, 1, 2, 255

@@ -31,9 +31,9 @@ import dataclasses
 import errno
 from typing import Any, Callable
 
-from pyroute2.netlink import NLM_F_REQUEST
 from pyroute2.netlink import devlink as pr_devlink
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink import NLM_F_REQUEST
 
 from nova_vdpa import exception
 

@@ -276,7 +276,7 @@ def verify_plugged(ovs: ovsdb_mod.OvsdbReader, port_id: str, mac: str,
             'Interface %s: %s; the OVS agent will not report port %s up'
             % (representor, '; '.join(problems), port_id))
     return CheckResult('plugged', subject, Status.SUCCESS,
-                       'Interface %s in %s, ofport %d, tag %s'
+                       'Interface %s in %s, ofport %s, tag %s'
                        % (representor, bridge, row.ofport, row.tag),
                        detail=str(row.ofport))
 

@@ -139,7 +139,7 @@ def transact(target: str, command: str, args: list[str]) -> str:
     :raises: OvsUnixctlError
     """
     # Imported here: the ovs library is slow to import in the test bed.
-    from ovs.unixctl import client as unixctl
+    from ovs.unixctl import client as unixctl  # type: ignore[import-untyped]
 
     error, cl = unixctl.UnixctlClient.create(target)
     if error:

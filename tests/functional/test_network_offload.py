@@ -34,6 +34,8 @@ import time
 from unittest import mock
 import uuid
 
+from testtools import content
+
 from nova_vdpa import exception
 from nova_vdpa.kernel import devlink
 from nova_vdpa.kernel import netdev
@@ -41,7 +43,6 @@ from nova_vdpa.network import checks
 from nova_vdpa.network import flows
 from nova_vdpa.network import ovsdb
 from tests.functional import base
-from testtools import content
 
 NSIM_ID = 10
 HANDLE = 'netdevsim/netdevsim%d' % NSIM_ID
@@ -377,7 +378,7 @@ class TestOffload(base.BedTestCase):
             '\n'.join(f.raw for f in found)))
         self.assertTrue(all(f.in_port == self.rep or f.touches(self.rep)
                             for f in found))
-        self.assertTrue({f.dp for f in found} <= {'tc', 'ovs'})
+        self.assertEqual(set(), {f.dp for f in found} - {'tc', 'ovs'})
 
         conf = mock.Mock(ovsdb_connection=os.environ[
             'NOVA_VDPA_TESTBED_OVSDB'], ovs_rundir=None,
