@@ -29,7 +29,6 @@ from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netdev as netdev_mod
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs as sysfs_mod
-from nova_vdpa.libvirt import designer
 from nova_vdpa.network import checks
 from nova_vdpa.network import flows as flows_mod
 from nova_vdpa.network import ovsdb as ovsdb_mod
@@ -38,8 +37,9 @@ Outcome = tuple[int, str]
 
 with warnings.catch_warnings():
     # The allocator imports oslo.privsep, which imports eventlet, which
-    # warns about its own deprecation on import: not for operators' eyes.
-    warnings.simplefilter('ignore', DeprecationWarning)
+    # warns about its own deprecation on import (a plain Warning): not for
+    # operators' eyes.
+    warnings.simplefilter('ignore')
     from nova_vdpa import allocator as allocator_mod
 
 
@@ -124,6 +124,11 @@ class Host:
                     '(%s): versions not checked'
                     % (self.conf.libvirt_uri, e.get_error_message()))
         text = 'libvirt %s, QEMU %s' % (_version(lv), _version(qemu))
+        with warnings.catch_warnings():
+            # designer imports nova's libvirt driver, and so eventlet
+            # (see the allocator import above).
+            warnings.simplefilter('ignore')
+            from nova_vdpa.libvirt import designer
         if lv < designer.MIN_LIBVIRT_VDPA or qemu < designer.MIN_QEMU_VDPA:
             return checks.Status.FAILURE, '%s: vdpa interfaces need ' \
                 'libvirt >= %s and QEMU >= %s' % (

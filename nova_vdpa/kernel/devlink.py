@@ -29,6 +29,7 @@ This module may import pyroute2 and the standard library, never OpenStack.
 
 import dataclasses
 import errno
+import os
 from typing import Any, Callable
 
 from pyroute2.netlink import devlink as pr_devlink
@@ -102,7 +103,9 @@ class DevlinkClient:
             sock.bind()
         except NetlinkError as e:
             sock.close()
-            raise exception.DevlinkNotAvailable(handle='-', reason=str(e))
+            raise exception.DevlinkNotAvailable(
+                handle='-', reason='binding the family failed: %s'
+                % os.strerror(e.code))
         self._sock: Any = sock
 
     def close(self) -> None:

@@ -40,6 +40,8 @@ DUMP_TYPES = ('ovs', 'tc', 'offloaded', 'non-offloaded')
 
 _IN_PORT = re.compile(r'(?:^|[,\s])in_port\(([^)]*)\)')
 _FIELD = re.compile(r'^([a-z_-]+):(.*)$')
+_ITEMS = ('ufid', 'packets', 'bytes', 'used', 'flags', 'offloaded', 'dp',
+          'dp-extra-info')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +82,18 @@ def parse_flow(line: str) -> Flow | None:
         if not line.startswith('actions:') and ' actions:' not in line:
             return None
         head, _, actions = line.rpartition('actions:')
-    # The stats follow the match as ", key:value" items; the match itself
-    # holds no ", " (its fields are joined by "," alone).
-    parts = head.split(', ')
-    match = parts[0]
+    # The match and the ", key:value" items around it (ufid before,
+    # statistics and datapath layer after); the match itself holds no ", "
+    # (its fields are joined by "," alone).
     fields: dict[str, str] = {}
-    for part in parts[1:]:
+    match_parts = []
+    for part in head.split(', '):
         m = _FIELD.match(part.strip())
-        if m:
+        if m and m.group(1) in _ITEMS:
             fields[m.group(1)] = m.group(2)
+        else:
+            match_parts.append(part)
+    match = ', '.join(match_parts)
     in_port = _IN_PORT.search(match)
     offloaded = fields.get('offloaded')
     if offloaded is None and 'not_in_hw' in line:
