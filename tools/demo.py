@@ -1,128 +1,218 @@
 #!/usr/bin/env python3
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
 """The nova-vdpa demo, run as root inside the test bed (``tox -e demo``).
 
-It walks through what nova-vdpa does for one ``vnic_type=vdpa`` port, on
-the bed's real kernel, libvirtd and QEMU:
+It walks two ``vnic_type=vdpa`` ports through nova-vdpa's allocator the way
+nova-compute does, on the bed's real kernel, libvirtd and QEMU, with the
+privileged work done by nova-vdpa's own privsep daemon (CAP_NET_ADMIN):
 
-1. list the management devices through nova-vdpa's netlink client;
-2. create a vDPA device with the port's MAC and MTU, bind it to vhost_vdpa
-   (the bed loads virtio_vdpa first, so autoprobe picks the wrong driver)
-   and find its ``/dev/vhost-vdpa-N``;
-3. render the guest interface with the designer and start a paused guest
-   whose QEMU takes the chardev;
-4. show that deleting the device is refused, at once, while QEMU holds it;
-5. stop the guest and release the device.
+1. the inventory: which VFs can get a vDPA device (the bed has no vDPA
+   VFs: the test-only ``simulated_vfs`` option serves two made-up VF
+   addresses from vdpa_sim_net);
+2. port A gets a device named after the port, with its MAC and MTU,
+   bound to vhost_vdpa; asking again returns the same device;
+3. an operator made a device for VF 2 by hand, as upstream Nova requires:
+   port B adopts it as it is;
+4. the designer renders both interfaces and a paused guest starts on the
+   two chardevs;
+5. releasing port A while QEMU holds it is refused at once;
+6. the guest stops, both ports are released: port A's device is gone, the
+   operator's is untouched.
 
 Each step prints what the kernel or libvirt reports, not what we asked for.
 """
 
+import logging
+import os
 import sys
-import time
+import tempfile
 import uuid
+import warnings
 
-import libvirt
-from nova.virt.libvirt import config as vconfig
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from nova_vdpa import exception
-from nova_vdpa.kernel import lifecycle
-from nova_vdpa.kernel import netlink
-from nova_vdpa.kernel import sysfs
-from nova_vdpa.libvirt import designer
-
-PORT_MAC = 'fa:16:3e:5d:00:01'
+VF_A = '0000:00:05.1'
+VF_B = '0000:00:05.2'
+PORT_A = '3f1d6c4e-2a5b-4e8f-9c7d-1b2a3c4d5e6f'
+PORT_B = '9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d'
+MAC_A = 'fa:16:3e:5d:00:01'
+MAC_B = 'fa:16:3e:5d:00:02'
 NETWORK_MTU = 1450
-DEVICE = 'vdpa-demo0'
+OPERATOR_DEVICE = 'vdpa-op0'
 DOMAIN = 'nova-vdpa-demo'
+SIM = 'vdpasim_net'
 
 
 def step(title):
     print(f'\n== {title}', flush=True)
 
 
-def guest_xml(interface, vcpus):
+def configure(tmp):
+    """nova.conf's nova-vdpa group, read by nova-compute and the daemon."""
+    from oslo_config import cfg
+
+    from nova_vdpa import conf as vdpa_conf
+    import nova_vdpa.privsep
+
+    path = os.path.join(tmp, 'nova.conf')
+    group = vdpa_conf.list_opts()[0][0].name
+    text = (f'[{group}]\nmanagement_devices = {SIM}\n'
+            f'simulated_vfs = {VF_A}={SIM},{VF_B}={SIM}@{OPERATOR_DEVICE}\n')
+    with open(path, 'w') as f:
+        f.write(text)
+    print(text.rstrip())
+    # Parsed into the global configuration, as nova-compute does.
+    conf = cfg.CONF
+    vdpa_conf.register_opts(conf)
+    conf(args=[], default_config_files=[path], default_config_dirs=[])
+    # The daemon: privsep-helper with the same file, the checkout on its
+    # path (the bed shares the host's files read-only).
+    ctx = nova_vdpa.privsep.vdpa_pctxt
+    helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
+    cfg.CONF.set_override(
+        'helper_command',
+        f'env PYTHONPATH={REPO} {helper} --config-file {path}',
+        group=ctx.cfg_section)
+    return conf
+
+
+def guest_xml(interfaces):
     """A tiny paused-only guest built with Nova's own config classes."""
+    from nova.virt.libvirt import config as vconfig
+
     guest = vconfig.LibvirtConfigGuest()
     guest.virt_type = 'qemu'
     guest.name = DOMAIN
     guest.uuid = str(uuid.uuid4())
     guest.memory = 128 * 1024
-    guest.vcpus = vcpus
+    guest.vcpus = 2
     guest.os_type = 'hvm'
     guest.os_mach_type = 'q35'
-    guest.add_device(interface)
+    for interface in interfaces:
+        guest.add_device(interface)
     return guest.to_xml()
 
 
+def describe(client, a):
+    cfg = client.get_config(a.name)
+    driver = os.path.basename(os.readlink(
+        f'/sys/bus/vdpa/devices/{a.name}/driver'))
+    return (f'{a.name} on {a.mgmtdev}, {"ours" if a.owned else "adopted"}: '
+            f'mac={cfg.mac} mtu={cfg.mtu} driver={driver} '
+            f'chardev={a.chardev}')
+
+
 def main():
-    with netlink.VdpaClient() as client:
-        return walk(client, sysfs.VdpaSysfs())
+    # The bed sets simulated_vfs on purpose: its test-only warning, and
+    # eventlet's deprecation notice (oslo.privsep imports eventlet), would
+    # be noise here.
+    logging.getLogger('nova_vdpa.allocator').setLevel(logging.ERROR)
+    warnings.filterwarnings('ignore', message='.*Eventlet is deprecated')
+    sys.path.insert(0, REPO)
+    with tempfile.TemporaryDirectory() as tmp:
+        return walk(tmp)
 
 
-def walk(client, bus):
+def walk(tmp):
+    import libvirt
 
-    step('management devices (vdpa netlink, nova_vdpa.kernel.netlink)')
-    for mgmt in client.list_management_devices():
-        print(f'{mgmt.handle}: classes={mgmt.supported_classes} '
-              f'max_vqs={mgmt.max_supported_vqs} '
-              f'features={mgmt.supported_feature_names}')
+    from nova_vdpa import allocator
+    from nova_vdpa import exception
+    from nova_vdpa.kernel import netlink
+    from nova_vdpa.kernel import sysfs
+    from nova_vdpa.libvirt import designer
 
-    step(f'create {DEVICE} for port {PORT_MAC} (MTU {NETWORK_MTU})')
-    t0 = time.monotonic()
-    chardev = lifecycle.create_device(client, bus, DEVICE, 'vdpasim_net',
-                                      mac=PORT_MAC, mtu=NETWORK_MTU)
-    print(f'created, bound to {bus.driver(DEVICE)} and found {chardev} in '
-          f'{(time.monotonic() - t0) * 1000:.0f} ms')
-    dev = client.get_device(DEVICE)
-    cfg = client.get_config(DEVICE)
-    print(f'kernel: mgmtdev={dev.mgmtdev} max_vqs={dev.max_vqs} '
-          f'max_vq_size={dev.max_vq_size} mac={cfg.mac} mtu={cfg.mtu} '
-          f'link_up={cfg.link_up}')
+    step('configuration (test only: two made-up VFs on vdpa_sim_net)')
+    conf = configure(tmp)
+    client = netlink.VdpaClient()
+    alloc = allocator.Allocator.from_conf(conf)
+
+    step('inventory: VFs that can get a network vDPA device now')
+    for vf, mgmt in sorted(alloc.vf_management_devices().items()):
+        print(f'{vf} -> {mgmt.handle} (max_vqs={mgmt.max_supported_vqs})')
+
+    step(f'port {PORT_A} on VF {VF_A}: allocate, twice')
+    req_a = allocator.PortRequest(port_id=PORT_A, vf_address=VF_A,
+                                  mac=MAC_A, mtu=NETWORK_MTU)
+    a = alloc.allocate(req_a)
+    print(describe(client, a))
+    again = alloc.allocate(req_a)
+    print(f'again: {"the same device" if again == a else "DIFFERENT"}, '
+          f'devices in the kernel: {[d.name for d in client.list_devices()]}')
+    if again != a:
+        return 1
+
+    step(f'an operator made {OPERATOR_DEVICE} for VF {VF_B} by hand')
+    client.create_device(OPERATOR_DEVICE, SIM, mac='02:00:00:00:0b:01')
+    sysfs.VdpaSysfs().bind(OPERATOR_DEVICE, sysfs.VHOST_VDPA)
+    b = alloc.allocate(allocator.PortRequest(
+        port_id=PORT_B, vf_address=VF_B, mac=MAC_B, mtu=NETWORK_MTU))
+    print(f'port {PORT_B}: {describe(client, b)}')
 
     conn = libvirt.open('qemu:///system')
     domain = None
     try:
-        step('guest interface rendered by nova_vdpa.libvirt.designer')
+        step('guest interfaces from nova_vdpa.libvirt.designer')
         host = designer.Host(libvirt_version=conn.getLibVersion(),
                              qemu_version=conn.getVersion())
-        iface = designer.get_vdpa_interface_config(
-            designer.Port(mac=PORT_MAC, mtu=NETWORK_MTU),
-            designer.Device(chardev=chardev,
-                            max_queue_pairs=cfg.max_vq_pairs or 1,
-                            max_vq_size=dev.max_vq_size,
-                            features=cfg.device_features, mtu=cfg.mtu),
-            host, vcpus=2,
-            extra_specs={'hw:vif_multiqueue_enabled': 'true'},
-            rx_queue_size=512, tx_queue_size=512)
-        print(iface.to_xml())
+        interfaces = []
+        for mac, x in ((MAC_A, a), (MAC_B, b)):
+            iface = designer.get_vdpa_interface_config(
+                designer.Port(mac=mac, mtu=NETWORK_MTU),
+                designer.Device(chardev=x.chardev,
+                                max_queue_pairs=x.config.max_vq_pairs or 1,
+                                max_vq_size=x.device.max_vq_size,
+                                features=x.config.device_features,
+                                mtu=x.config.mtu),
+                host, vcpus=2, rx_queue_size=256, tx_queue_size=256)
+            print(iface.to_xml().strip())
+            interfaces.append(iface)
 
         step('define and start a paused guest (libvirt + QEMU)')
-        domain = conn.defineXML(guest_xml(iface, vcpus=2))
+        domain = conn.defineXML(guest_xml(interfaces))
         domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
-        [qemu] = bus.holders(chardev)
-        print(f'{chardev} held by pid {qemu.pid}: {qemu.cmdline[:60]}')
-        with open(f'/proc/{qemu.pid}/cmdline') as f:
-            args = f.read().split('\0')
-        print('QEMU: ' + next(a for a in args if 'vhost-vdpa' in a))
+        fs = sysfs.VdpaSysfs()
+        for x in (a, b):
+            [qemu] = fs.holders(x.chardev)
+            print(f'{x.chardev} ({x.name}) held by QEMU, pid {qemu.pid}')
 
-        step(f'delete {DEVICE} while QEMU holds it')
-        t0 = time.monotonic()
+        step(f'release port {PORT_A} while QEMU holds its device')
         try:
-            lifecycle.delete_device(bus, DEVICE)
+            alloc.release(PORT_A, VF_A)
             print('UNEXPECTED: the device was deleted')
             return 1
         except exception.VdpaDeviceInUse as e:
-            print(f'refused in {(time.monotonic() - t0) * 1000:.0f} ms: {e}')
+            print(f'refused: {e}')
     finally:
         if domain is not None:
             step('stop the guest')
             domain.destroy()
             domain.undefine()
+            print('destroyed')
         conn.close()
 
-    step(f'release {DEVICE}')
-    lifecycle.delete_device(bus, DEVICE)
-    print('devices left: %s' % [d.name for d in client.list_devices()])
-    return 0
+    step('release both ports')
+    alloc.release(PORT_A, VF_A)
+    alloc.release(PORT_B, VF_B)
+    left = [d.name for d in client.list_devices()]
+    print(f'devices left: {left}')
+    ok = left == [OPERATOR_DEVICE]
+    # The demo made the operator's device; an operator would keep it.
+    client.delete_device(OPERATOR_DEVICE)
+    alloc.close()
+    client.close()
+    return 0 if ok else 1
 
 
 if __name__ == '__main__':

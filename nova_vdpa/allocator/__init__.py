@@ -49,7 +49,11 @@ Decisions, and what the kernel does that they rest on:
   uninterruptible sleep. Every kernel read here therefore runs on one
   reader thread with a deadline; while a read is stuck, later calls fail
   at once with :class:`~nova_vdpa.exception.VdpaKernelTimeout` instead of
-  queueing behind it, and nothing privileged is attempted.
+  queueing behind it, and nothing privileged is attempted. This needs
+  native threads (nova-compute's threading mode): under eventlet a request
+  asleep in the kernel stops every green thread. Seen on 6.12: the kernel
+  unlinks a device from ``/sys/bus/vdpa/devices`` before the removal
+  waits, so a device whose deletion is stuck already looks gone.
 * **Serialisation.** Allocation is serialised per VF and per port, release
   per port (oslo.concurrency in-process locks, taken VF then port).
 """
@@ -435,7 +439,7 @@ class Allocator:
                 queue_pairs: int | None) -> None:
         mac = request.mac.lower()
         try:
-            nova_vdpa.privsep.vdpa.create_device(
+            nova_vdpa.privsep.vdpa.create_bound_device(
                 name, mgmtdev, mac=mac, mtu=request.mtu,
                 max_vq_pairs=queue_pairs)
         except exception.VdpaAttributeNotSupported:
@@ -444,8 +448,8 @@ class Allocator:
             LOG.info('Management device %s refused max_vqp for %s; '
                      'creating it with its default queue pairs.', mgmtdev,
                      name)
-            nova_vdpa.privsep.vdpa.create_device(name, mgmtdev, mac=mac,
-                                                 mtu=request.mtu)
+            nova_vdpa.privsep.vdpa.create_bound_device(
+                name, mgmtdev, mac=mac, mtu=request.mtu)
 
     def allocate(self, request: PortRequest) -> Allocation:
         """Make sure the port has its device, bound to vhost_vdpa.

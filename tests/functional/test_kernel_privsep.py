@@ -20,6 +20,9 @@ from tests.functional import base
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CAP_NET_ADMIN = 12
+# The entrypoints touch only devices named like nova-vdpa's own.
+PRIV0 = priv_vdpa.device_name('00000000-0000-4000-8000-0000000000a0')
+PRIV1 = priv_vdpa.device_name('00000000-0000-4000-8000-0000000000a1')
 
 
 class TestPrivsepDaemon(base.BedTestCase):
@@ -60,31 +63,31 @@ class TestPrivsepDaemon(base.BedTestCase):
         return None
 
     def test_round_trip(self):
-        priv_vdpa.create_device('priv0', 'vdpasim_net',
+        priv_vdpa.create_device(PRIV0, 'vdpasim_net',
                                 mac='02:00:00:00:01:01', mtu=1280)
-        self.addCleanup(self._cleanup, 'priv0')
+        self.addCleanup(self._cleanup, PRIV0)
         cap_eff, uid = self._daemon_caps()
         self.assertEqual(1 << CAP_NET_ADMIN, cap_eff)
         self.assertEqual(0, uid)
-        cfg_ = self.client.get_config('priv0')
+        cfg_ = self.client.get_config(PRIV0)
         self.assertEqual(('02:00:00:00:01:01', 1280), (cfg_.mac, cfg_.mtu))
 
-        node = priv_vdpa.bind_device('priv0')
+        node = priv_vdpa.bind_device(PRIV0)
         self.assertTrue(node.startswith('/dev/vhost-vdpa-'))
         self.assertEqual('vhost_vdpa', os.path.basename(
-            os.readlink('/sys/bus/vdpa/devices/priv0/driver')))
+            os.readlink('/sys/bus/vdpa/devices/%s/driver' % PRIV0)))
 
         # Errors cross the daemon boundary typed.
         self.assertRaises(exception.VdpaDeviceExists,
-                          priv_vdpa.create_device, 'priv0', 'vdpasim_net')
+                          priv_vdpa.create_device, PRIV0, 'vdpasim_net')
         self.assertRaises(exception.VdpaAttributeNotSupported,
-                          priv_vdpa.create_device, 'priv1', 'vdpasim_net',
+                          priv_vdpa.create_device, PRIV1, 'vdpasim_net',
                           max_vq_pairs=2)
 
         fd = os.open(node, os.O_RDWR)
         try:
             e = self.assertRaises(exception.VdpaDeviceInUse,
-                                  priv_vdpa.delete_device, 'priv0')
+                                  priv_vdpa.delete_device, PRIV0)
             # This process has every capability, the daemon only
             # CAP_NET_ADMIN: without CAP_SYS_PTRACE the kernel hides our
             # file table from it, and the exclusive open alone proves the
@@ -92,7 +95,7 @@ class TestPrivsepDaemon(base.BedTestCase):
             self.assertIn('pid unknown', str(e))
         finally:
             os.close(fd)
-        priv_vdpa.delete_device('priv0')
+        priv_vdpa.delete_device(PRIV0)
         self.assertEqual([], [d.name for d in self.client.list_devices()])
 
     def _cleanup(self, name):

@@ -17,6 +17,7 @@ with which MAC, MTU and queue pairs, bound to which driver. The same
 behaviours run on the real kernel in tests/functional/test_allocator.py.
 """
 
+import logging
 import os
 import threading
 import time
@@ -73,6 +74,8 @@ class AllocatorTestCase(base.KernelTestCase):
     def setUp(self):
         root = self.useFixture(fixtures.TempDir()).path
         super().setUp()
+        self.log = self.useFixture(fixtures.FakeLogger(
+            name='nova_vdpa', level=logging.DEBUG))
         # The kernel's /sys/bus/pci/devices/<VF> link to the VF's device,
         # under which mlx5 puts the VF's vDPA devices.
         self.kernel = LockingKernel(root, mgmtdevs=self.mgmtdevs)
@@ -96,8 +99,12 @@ class AllocatorTestCase(base.KernelTestCase):
         self.addCleanup(ctx.set_client_mode, ctx.client_mode)
         ctx.set_client_mode(False)
 
-        self.conf = self.useFixture(cfg_fixture.Config(cfg.CONF))
-        vdpa_conf.register_opts(cfg.CONF)
+        # Its own configuration: a Config fixture on the global one would
+        # also reset the privsep context's defaults.
+        self.conf = self.useFixture(cfg_fixture.Config(cfg.ConfigOpts()))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.vdpa._conf', self.conf.conf))
+        vdpa_conf.register_opts(self.conf.conf)
         self.group = vdpa_conf.list_opts()[0][0].name
         self.conf.config(group=self.group,
                          management_devices=list(self.allowed))
@@ -181,11 +188,17 @@ class TestManagementDevice(AllocatorTestCase):
                          allocator.parse_simulated_vfs(
                              [SIM_VF + '=vdpasim_net@op0']))
 
+    def test_simulated_vfs_are_logged_as_test_only(self):
+        self.assertIn('simulated_vfs is set: VFs %s are served by '
+                      'vdpasim_net. This option exists for tests only.'
+                      % SIM_VF, self.log.output)
+
     def test_from_conf(self):
         self.conf.config(group=self.group, simulated_vfs=[
             SIM_VF2 + '=vdpasim_net'], management_devices=['vdpasim_net'])
         alloc = allocator.Allocator.from_conf(
-            cfg.CONF, client_factory=self.kernel.client, sysfs=self.sysfs)
+            self.conf.conf, client_factory=self.kernel.client,
+            sysfs=self.sysfs)
         self.addCleanup(alloc.close)
         self.assertEqual('vdpasim_net', alloc.management_device(SIM_VF2))
         self.assertRaises(exception.VdpaManagementDeviceNotAllowed,
@@ -237,6 +250,8 @@ class TestAllocate(AllocatorTestCase):
         d = self.kernel.devices[name]
         self.assertEqual((MAC, 1500), (d.mac, d.mtu))
         self.assertEqual(a.chardev, self.sysfs.chardev(name))
+        self.assertIn('had MAC 02:00:00:00:00:99, MTU 9000 instead of MAC '
+                      '%s, MTU 1500: made again' % MAC, self.log.output)
 
     def test_device_on_another_vf_is_made_again(self):
         # The port moved from the simulated VF to the real one.
@@ -268,6 +283,15 @@ class TestAllocate(AllocatorTestCase):
         a = self.alloc.allocate(self.request())
         self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver(name))
         self.assertEqual(a, self.alloc.lookup(PORT_A, SIM_VF))
+
+    def test_device_that_cannot_be_bound_is_not_left(self):
+        # vhost_vdpa not loaded: the creation is undone.
+        os.rename(os.path.join(self.kernel.bus, 'drivers', 'vhost_vdpa'),
+                  os.path.join(self.kernel.root, 'vhost_vdpa.unloaded'))
+        e = self.assertRaises(exception.VdpaBindError, self.alloc.allocate,
+                              self.request())
+        self.assertIn('not loaded', str(e))
+        self.assertEqual([], self.names())
 
     def test_bad_requests_create_nothing(self):
         for req in (self.request(mac='zz'),
@@ -314,6 +338,8 @@ class TestQueuePairs(AllocatorTestCase):
         a = self.alloc.allocate(self.request(vf=HW_VF, queue_pairs=32))
         self.assertEqual(7, self.kernel.devices[a.name].max_vqp)
         self.assertEqual(7, a.config.max_vq_pairs)
+        self.assertIn('supports 7 queue pairs: %s gets 7, not 32'
+                      % a.name, self.log.output)
 
     def test_what_is_asked_when_it_fits(self):
         a = self.alloc.allocate(self.request(vf=HW_VF, queue_pairs=4))
@@ -327,10 +353,12 @@ class TestQueuePairs(AllocatorTestCase):
         a = self.alloc.allocate(self.request(queue_pairs=4))
         self.assertEqual(1, self.kernel.devices[a.name].max_vqp)
         self.assertIsNone(a.config.max_vq_pairs)
+        self.assertIn('vdpasim_net offers no multiqueue', self.log.output)
 
     def test_retried_without_when_refused(self):
         self.alloc.allocate(self.request(vf='0000:08:00.3', queue_pairs=2))
         self.assertEqual(['nvdpa-' + PORT_A], self.names())
+        self.assertIn('pci/0000:08:00.3 refused max_vqp', self.log.output)
 
 
 class TestAdoption(AllocatorTestCase):
@@ -344,6 +372,7 @@ class TestAdoption(AllocatorTestCase):
         self.assertEqual(('vdpa0', False, 'pci/' + HW_VF),
                          (a.name, a.owned, a.mgmtdev))
         self.assertEqual(self.sysfs.chardev('vdpa0'), a.chardev)
+        self.assertIn('made by an operator, as it is', self.log.output)
         self.assertEqual(a, self.alloc.lookup(PORT_A, HW_VF))
         self.alloc.release(PORT_A, HW_VF)
         self.assertEqual(['vdpa0'], self.names())
@@ -446,8 +475,12 @@ class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
 
     def test_only_our_names_are_created(self):
         for call in (lambda: priv_vdpa.create_device('vdpa1', 'vdpasim_net'),
+                     lambda: priv_vdpa.create_bound_device('vdpa1',
+                                                           'vdpasim_net'),
                      lambda: priv_vdpa._create_device(
-                         'vdpa1', 'vdpasim_net', None, None, None, None)):
+                         'vdpa1', 'vdpasim_net', None, None, None, None),
+                     lambda: priv_vdpa._create_bound_device(
+                         'vdpa1', 'vdpasim_net', None, None, None)):
             self.assertRaises(exception.VdpaDeviceNotOurs, call)
         self.assertEqual([], self.names())
 
@@ -455,8 +488,10 @@ class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
         name = allocator.device_name(PORT_A)
         self.conf.config(group=self.group,
                          management_devices=['pci/' + HW_VF])
-        self.assertRaises(exception.VdpaDeviceNotOurs,
-                          priv_vdpa.create_device, name, 'vdpasim_net')
+        for create in (priv_vdpa.create_device,
+                       priv_vdpa.create_bound_device):
+            self.assertRaises(exception.VdpaDeviceNotOurs, create, name,
+                              'vdpasim_net')
         self.assertEqual([], self.names())
         # Made behind nova-vdpa's back: the daemon reads its management
         # device from the kernel and refuses.
@@ -517,6 +552,14 @@ class TestStuckKernel(AllocatorTestCase):
 
         release()
         self.assertEqual([], self.names())
+        # The stuck read ends just after the deletion; until it has, calls
+        # still fail at once.
+        for _ in range(1000):
+            try:
+                alloc.owned_devices()
+                break
+            except exception.VdpaKernelTimeout:
+                time.sleep(0.01)
         b = alloc.allocate(self.request(port=PORT_B))
         self.assertEqual(['nvdpa-' + PORT_B], self.names())
         self.assertEqual(b, alloc.lookup(PORT_B, SIM_VF))

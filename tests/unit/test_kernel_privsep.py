@@ -4,6 +4,7 @@ No test may start a privsep helper: PrivContext.start fails loudly here.
 """
 
 import fixtures
+from oslo_config import cfg
 
 from nova_vdpa import exception
 import nova_vdpa.privsep
@@ -30,6 +31,8 @@ class PrivsepTestCase(base.KernelTestCase):
             'nova_vdpa.privsep.vdpa._client_factory', self.kernel.client))
         self.useFixture(fixtures.MonkeyPatch(
             'nova_vdpa.privsep.vdpa._sysfs_factory', self.kernel.sysfs))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.vdpa._conf', cfg.ConfigOpts()))
         ctx = nova_vdpa.privsep.vdpa_pctxt
         self.addCleanup(ctx.set_client_mode, ctx.client_mode)
 

@@ -1,0 +1,321 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The allocator on the real kernel, through a real privsep daemon.
+
+The daemon (privsep-helper, CAP_NET_ADMIN only) reads the same
+configuration file as the allocator: ``management_devices = vdpasim_net``
+and two simulated VFs, one of which names an operator's device. Every
+check reads the kernel back, mostly through iproute2's ``vdpa -j`` (the
+reference client), not through nova-vdpa's own client.
+
+One daemon serves the whole class: starting one costs seconds under TCG.
+"""
+
+import os
+import pathlib
+import sys
+import tempfile
+import threading
+import time
+
+import fixtures
+from oslo_config import cfg
+from testtools import content
+
+from nova_vdpa import allocator
+from nova_vdpa import conf as vdpa_conf
+from nova_vdpa import exception
+from nova_vdpa.kernel import netlink
+from nova_vdpa.kernel import sysfs
+import nova_vdpa.privsep
+from nova_vdpa.privsep import vdpa as priv_vdpa
+from tests.functional import base
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SIM_VF = '0000:00:05.1'
+OP_VF = '0000:00:05.2'
+OPERATOR_DEVICE = 'opvdpa0'
+PORTS = ['7c0e3f5a-1d2b-4c3d-8e4f-5a6b7c8d9e%02x' % i for i in range(8)]
+MAC = 'fa:16:3e:7a:00:%02x'
+
+
+def write_config(path: str) -> cfg.ConfigOpts:
+    """The file nova-compute and its privsep daemon would both read."""
+    group = vdpa_conf.list_opts()[0][0].name
+    with open(path, 'w') as f:
+        f.write('[%s]\nmanagement_devices = vdpasim_net\n'
+                'simulated_vfs = %s=vdpasim_net,%s=vdpasim_net@%s\n'
+                % (group, SIM_VF, OP_VF, OPERATOR_DEVICE))
+    conf = cfg.ConfigOpts()
+    vdpa_conf.register_opts(conf)
+    conf(args=[], default_config_files=[path])
+    return conf
+
+
+class AllocatorBedTestCase(base.BedTestCase):
+    """A real privsep daemon for the class; fresh allocators per test."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not base.in_testbed():
+            return  # setUp fails the tests with the reason
+        cls.tmp = tempfile.TemporaryDirectory()
+        path = os.path.join(cls.tmp.name, 'nova-vdpa.conf')
+        cls.conf = write_config(path)
+        ctx = nova_vdpa.privsep.vdpa_pctxt
+        helper = os.path.join(os.path.dirname(sys.executable),
+                              'privsep-helper')
+        # The daemon imports the checkout under test and reads our file.
+        cfg.CONF.set_override(
+            'helper_command', 'env PYTHONPATH=%s %s --config-file %s'
+            % (REPO, helper, path), group=ctx.cfg_section)
+        cls.saved_conf = priv_vdpa._conf
+        priv_vdpa._conf = cls.conf
+        cls.client = netlink.VdpaClient()
+        cls.sysfs = sysfs.VdpaSysfs()
+
+    @classmethod
+    def tearDownClass(cls):
+        if base.in_testbed():
+            ctx = nova_vdpa.privsep.vdpa_pctxt
+            ctx.stop()
+            cfg.CONF.clear_override('helper_command', group=ctx.cfg_section)
+            priv_vdpa._conf = cls.saved_conf
+            cls.client.close()
+            cls.tmp.cleanup()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        # The allocator's log (the test-only option's warning) goes with
+        # the test's details, not to the console.
+        self.useFixture(fixtures.FakeLogger(name='nova_vdpa'))
+        self.addCleanup(self._delete_all)
+        self.alloc = self.allocator()
+
+    def allocator(self, **kwargs):
+        alloc = allocator.Allocator.from_conf(self.conf, **kwargs)
+        self.addCleanup(alloc.close)
+        return alloc
+
+    def _delete_all(self):
+        for d in self.client.list_devices():
+            try:
+                self.client.delete_device(d.name)
+            except exception.VdpaDeviceNotFound:
+                pass
+
+    def request(self, i, vf=SIM_VF, **kwargs):
+        return allocator.PortRequest(port_id=PORTS[i], vf_address=vf,
+                                     mac=MAC % i, **kwargs)
+
+    def devices(self):
+        """``vdpa -j dev show``: name -> management device."""
+        return {n: d['mgmtdev'] for n, d in
+                self.vdpa_json('dev', 'show').get('dev', {}).items()}
+
+    def config(self, name):
+        return self.vdpa_json('dev', 'config', 'show', name)['config'][name]
+
+    def driver(self, name):
+        return os.path.basename(
+            os.readlink('/sys/bus/vdpa/devices/%s/driver' % name))
+
+    def hold(self, chardev):
+        """Open ``chardev`` as QEMU would; returns the closer."""
+        fd = os.open(chardev, os.O_RDWR)
+        closed = []
+
+        def close():
+            if not closed:
+                closed.append(os.close(fd))
+        self.addCleanup(close)
+        return close
+
+
+class TestAllocator(AllocatorBedTestCase):
+
+    def test_allocate_is_idempotent_and_release_too(self):
+        req = self.request(0, mtu=1400, queue_pairs=4)
+        a = self.alloc.allocate(req)
+        name = 'nvdpa-' + PORTS[0]
+        self.assertEqual({name: 'vdpasim_net'}, self.devices())
+        self.assertEqual((MAC % 0, 1400), (self.config(name)['mac'],
+                                           self.config(name)['mtu']))
+        # vdpasim_net refuses max_vqp: none was sent, the default stands.
+        self.assertNotIn('max_vq_pairs', self.config(name))
+        self.assertEqual('vhost_vdpa', self.driver(name))
+        self.assertEqual((name, 'vdpasim_net', True),
+                         (a.name, a.mgmtdev, a.owned))
+        self.assertTrue(os.path.exists(a.chardev))
+        self.assertEqual(a.chardev, self.sysfs.chardev(name))
+
+        # Again, and from a restarted nova-compute: the same device.
+        self.assertEqual(a, self.alloc.allocate(req))
+        self.assertEqual(a, self.allocator().allocate(req))
+        self.assertEqual(a, self.alloc.lookup(PORTS[0], SIM_VF))
+        self.assertEqual({name: 'vdpasim_net'}, self.devices())
+
+        # A new MAC, nobody holding it: made again.
+        b = self.alloc.allocate(self.request(0, mtu=1400, mac='fa:16:3e:7a:'
+                                             '01:00'))
+        self.assertEqual('fa:16:3e:7a:01:00', self.config(name)['mac'])
+        self.assertEqual(b.chardev, self.sysfs.chardev(name))
+
+        self.alloc.release(PORTS[0], SIM_VF)
+        self.assertEqual({}, self.devices())
+        self.alloc.release(PORTS[0], SIM_VF)
+        self.assertIsNone(self.alloc.lookup(PORTS[0], SIM_VF))
+
+    def test_operator_device_is_adopted_and_never_touched(self):
+        self.run_cmd('vdpa', 'dev', 'add', 'name', OPERATOR_DEVICE,
+                     'mgmtdev', 'vdpasim_net', 'mac', '02:00:00:0a:00:01')
+        self.sysfs.bind(OPERATOR_DEVICE, sysfs.VHOST_VDPA)
+        a = self.alloc.allocate(self.request(1, vf=OP_VF, mtu=9000))
+        self.assertEqual((OPERATOR_DEVICE, False),
+                         (a.name, a.owned))
+        self.assertEqual(self.sysfs.chardev(OPERATOR_DEVICE), a.chardev)
+        self.assertEqual(a, self.alloc.lookup(PORTS[1], OP_VF))
+        # Another simulated VF on the same simulator does not adopt it.
+        self.assertTrue(self.alloc.allocate(self.request(2)).owned)
+
+        self.alloc.release(PORTS[1], OP_VF)
+        self.alloc.release(PORTS[2], SIM_VF)
+        self.assertEqual({OPERATOR_DEVICE: 'vdpasim_net'}, self.devices())
+        self.assertEqual(('02:00:00:0a:00:01', 1500),
+                         (self.config(OPERATOR_DEVICE)['mac'],
+                          self.config(OPERATOR_DEVICE)['mtu']))
+
+        # An operator's device on the wrong driver is refused, unchanged.
+        self.sysfs.bind(OPERATOR_DEVICE, sysfs.VIRTIO_VDPA)
+        e = self.assertRaises(exception.VdpaAdoptedDeviceNotBound,
+                              self.alloc.allocate,
+                              self.request(1, vf=OP_VF))
+        self.assertIn('virtio_vdpa', str(e))
+        self.assertEqual('virtio_vdpa', self.driver(OPERATOR_DEVICE))
+
+    def test_privileged_side_refuses_what_is_not_ours(self):
+        self.run_cmd('vdpa', 'dev', 'add', 'name', OPERATOR_DEVICE,
+                     'mgmtdev', 'vdpasim_net')
+        # Refused before escalation...
+        for call in (lambda: priv_vdpa.delete_device(OPERATOR_DEVICE),
+                     lambda: priv_vdpa.bind_device(OPERATOR_DEVICE),
+                     lambda: priv_vdpa.create_device('opvdpa1',
+                                                     'vdpasim_net')):
+            self.assertRaises(exception.VdpaDeviceNotOurs, call)
+        # ...and by the daemon itself, as a compromised caller reaches it.
+        for call in (lambda: priv_vdpa._delete_device(OPERATOR_DEVICE, 5.0),
+                     lambda: priv_vdpa._bind_device(OPERATOR_DEVICE),
+                     lambda: priv_vdpa._create_device(
+                         'opvdpa1', 'vdpasim_net', None, None, None, None)):
+            e = self.assertRaises(exception.VdpaDeviceNotOurs, call)
+            self.assertIn('nvdpa-<port UUID>', str(e))
+        self.assertEqual({OPERATOR_DEVICE: 'vdpasim_net'}, self.devices())
+        self.assertEqual('virtio_vdpa', self.driver(OPERATOR_DEVICE))
+
+    def test_held_device_is_not_released_and_nothing_waits(self):
+        a = self.alloc.allocate(self.request(3))
+        close = self.hold(a.chardev)
+        e = self.assertRaises(exception.VdpaDeviceInUse, self.alloc.release,
+                              PORTS[3], SIM_VF)
+        # The daemon has no CAP_SYS_PTRACE: the exclusive open proves the
+        # holder, /proc does not name it.
+        self.assertIn('pid unknown', str(e))
+        self.assertIn(a.name, self.devices())
+        e = self.assertRaises(exception.VdpaStaleDeviceInUse,
+                              self.alloc.allocate,
+                              self.request(3, mtu=1280))
+        self.assertIn('MTU 1280', str(e))
+        close()
+        self.alloc.release(PORTS[3], SIM_VF)
+        self.assertEqual({}, self.devices())
+
+
+class TestStuckDeletion(AllocatorBedTestCase):
+    """A deletion stuck on a held chardev, and everything else meanwhile."""
+
+    def test_reads_and_creates_fail_fast_with_a_typed_error(self):
+        a = self.alloc.allocate(self.request(4))
+        other = self.alloc.allocate(self.request(7))
+        close = self.hold(a.chardev)
+
+        def raw_delete():
+            with netlink.VdpaClient() as c:
+                c.delete_device(a.name)
+        # A raw DEV_DEL, as a careless tool would send it: it waits in the
+        # kernel, holding the vdpa lock, until the chardev is closed.
+        deleter = threading.Thread(target=raw_delete, daemon=True)
+        deleter.start()
+        self.addCleanup(deleter.join, 60)
+        self.addCleanup(close)
+        self.wait_in_kernel(deleter)
+        # The kernel unlinks the device from the bus before its driver's
+        # removal waits: for the allocator it is gone already.
+        self.assertIsNone(self.alloc.lookup(PORTS[4], SIM_VF))
+
+        alloc = self.allocator(read_timeout=3)
+        times = {}
+        for label, call, error in (
+                ('allocate, first', lambda: alloc.allocate(
+                    self.request(5)), exception.VdpaKernelTimeout),
+                ('allocate, again', lambda: alloc.allocate(
+                    self.request(5)), exception.VdpaKernelTimeout),
+                ('lookup', lambda: alloc.lookup(PORTS[7], SIM_VF),
+                 exception.VdpaKernelTimeout),
+                ('release', lambda: alloc.release(PORTS[7]),
+                 exception.VdpaKernelTimeout),
+                # The privileged call's own deadline (privsep timeout).
+                ('privsep create', lambda: priv_vdpa.create_device(
+                    allocator.device_name(PORTS[6]), 'vdpasim_net'),
+                 exception.VdpaKernelTimeout)):
+            t0 = time.monotonic()
+            self.assertRaises(error, call)
+            times[label] = time.monotonic() - t0
+        self.addDetail('seconds', content.text_content(repr(times)))
+
+        close()
+        deleter.join(60)
+        self.assertFalse(deleter.is_alive())
+        # The stuck read ends just after the deletion; until it has, calls
+        # still fail at once.
+        for _ in range(600):
+            try:
+                alloc.owned_devices()
+                break
+            except exception.VdpaKernelTimeout:
+                time.sleep(0.1)
+        # The late create in the daemon completes once the lock is free;
+        # the allocator recovers and makes what is missing.
+        b = alloc.allocate(self.request(5))
+        self.assertEqual(b, alloc.lookup(PORTS[5], SIM_VF))
+        self.assertEqual(other, alloc.lookup(PORTS[7], SIM_VF))
+        # The daemon's thread, stuck in the kernel past the deadline,
+        # finishes the create it was given; allocate() for that port finds
+        # it by name and makes it match the port.
+        late = allocator.device_name(PORTS[6])
+        for _ in range(600):
+            if late in self.devices():
+                break
+            time.sleep(0.1)
+        self.assertEqual({b.name, other.name, late}, set(self.devices()))
+
+    def wait_in_kernel(self, thread):
+        """Wait until the deleter sleeps in vhost_vdpa's removal."""
+        task = '/proc/%d/task/%d/wchan' % (os.getpid(), thread.native_id)
+        for _ in range(600):
+            with open(task) as f:
+                if 'vhost_vdpa' in f.read():
+                    return
+            time.sleep(0.1)
+        self.fail('the raw deletion never waited in the kernel')

@@ -1,0 +1,89 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The allocator's chardev, in a guest the bed's real libvirtd starts.
+
+A port's device is allocated through the privsep daemon, the designer
+renders the guest interface from what the allocator reports, libvirt
+starts a paused guest with it, QEMU holds the chardev, release is refused
+at once, and succeeds once the guest is gone.
+"""
+
+import uuid
+
+from lxml import etree
+from nova.virt.libvirt import config as vconfig
+
+from nova_vdpa import allocator
+from nova_vdpa import exception
+from nova_vdpa.libvirt import designer
+from tests.functional import test_allocator
+
+DOMAIN = 'nova-vdpa-alloc'
+PORT = '7c0e3f5a-1d2b-4c3d-8e4f-5a6b7c8d9eff'
+MAC = 'fa:16:3e:7a:00:ff'
+
+
+def guest_xml(interface) -> str:
+    """A tiny TCG guest, built with Nova's own config classes."""
+    guest = vconfig.LibvirtConfigGuest()
+    guest.virt_type = 'qemu'
+    guest.name = DOMAIN
+    guest.uuid = str(uuid.uuid4())
+    guest.memory = 128 * 1024
+    guest.vcpus = 2
+    guest.os_type = 'hvm'
+    guest.os_mach_type = 'q35'
+    guest.add_device(interface)
+    return guest.to_xml()
+
+
+class TestGuest(test_allocator.AllocatorBedTestCase):
+
+    services = ('libvirt',)
+
+    def test_allocated_chardev_starts_a_paused_guest(self):
+        import libvirt
+        conn = libvirt.open('qemu:///system')
+        self.addCleanup(conn.close)
+        a = self.alloc.allocate(allocator.PortRequest(
+            port_id=PORT, vf_address=test_allocator.SIM_VF, mac=MAC,
+            mtu=1500, queue_pairs=2))
+        iface = designer.get_vdpa_interface_config(
+            designer.Port(mac=MAC, mtu=1500),
+            designer.Device(chardev=a.chardev,
+                            max_queue_pairs=a.config.max_vq_pairs or 1,
+                            max_vq_size=a.device.max_vq_size,
+                            features=a.config.device_features,
+                            mtu=a.config.mtu),
+            designer.Host(libvirt_version=conn.getLibVersion(),
+                          qemu_version=conn.getVersion()),
+            vcpus=2, extra_specs={'hw:vif_multiqueue_enabled': 'true'})
+        dom = conn.defineXML(guest_xml(iface))
+        self.addCleanup(dom.undefine)
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        self.addCleanup(lambda: dom.isActive() and dom.destroy())
+
+        [node] = etree.fromstring(dom.XMLDesc(0)).findall(
+            "./devices/interface[@type='vdpa']")
+        self.assertEqual(a.chardev, node.find('source').get('dev'))
+        self.assertEqual(MAC, node.find('mac').get('address'))
+        self.assertTrue(self.sysfs.is_open(a.chardev))
+
+        e = self.assertRaises(exception.VdpaDeviceInUse, self.alloc.release,
+                              PORT, test_allocator.SIM_VF)
+        self.assertIn(a.name, str(e))
+        self.assertEqual(a, self.alloc.lookup(PORT, test_allocator.SIM_VF))
+
+        dom.destroy()
+        self.alloc.release(PORT, test_allocator.SIM_VF)
+        self.assertEqual({}, self.devices())
