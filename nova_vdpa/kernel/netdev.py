@@ -32,6 +32,11 @@ non-PCI PF such as netdevsim's has not. Step 1 and 2 (:meth:`locate_vf`)
 are kept apart from step 3 (:meth:`representors`) so the test bed can supply
 the PCI part that netdevsim cannot give and check step 3 on real netdevs.
 
+Representor names are never kept: seen on the bed (netdevsim, no udev),
+switching the eswitch to legacy and back recreates the representors and
+the uplink under new ``ethN`` names; udev's names on a real host are
+stable only as long as its rules are.
+
 ``hw-tc-offload`` is read with pyroute2's ethtool ioctl support (the
 ``ETHTOOL_GFEATURES`` request ``ethtool -k`` makes).
 

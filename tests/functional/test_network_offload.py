@@ -38,6 +38,7 @@ from testtools import content
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import devlink
+from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netdev
 from nova_vdpa.network import checks
 from nova_vdpa.network import flows
@@ -75,6 +76,15 @@ def port_name(ifname):
 def find_netdev(wanted):
     for name in os.listdir('/sys/class/net'):
         if port_name(name) == wanted:
+            return name
+    return None
+
+
+def find_uplink():
+    """netdevsim's port netdev: the one whose phys_port_name names no VF."""
+    for name in sorted(os.listdir(NSIM_DIR + '/net')):
+        pname = port_name(name)
+        if pname and netdev.parse_port_name(pname)[1] is None:
             return name
     return None
 
@@ -119,12 +129,6 @@ class TestOffload(base.BedTestCase):
             sys_write('/sys/bus/netdevsim/new_device', '%d 1' % NSIM_ID)
             wait_for(lambda: os.path.isdir(NSIM_DIR + '/net'), 'netdevsim')
             sys_write(NSIM_DIR + '/sriov_numvfs', '4')
-        set_mode('switchdev')
-        cls.uplink = wait_for(
-            lambda: next(iter(os.listdir(NSIM_DIR + '/net')), None),
-            'the uplink netdev')
-        cls.rep = wait_for(lambda: find_netdev('pf0vf%d' % VF_INDEX),
-                           'the representor of VF %d' % VF_INDEX)
         cls.ovs = ovsdb.OvsdbReader(os.environ['NOVA_VDPA_TESTBED_OVSDB'])
 
     @classmethod
@@ -134,6 +138,13 @@ class TestOffload(base.BedTestCase):
 
     def setUp(self):
         super().setUp()
+        set_mode('switchdev')
+        # Found again for every test: the bed has no udev to give stable
+        # names, and a mode change recreates the representors (and the
+        # uplink) under new ethN names.
+        self.rep = wait_for(lambda: find_netdev('pf0vf%d' % VF_INDEX),
+                            'the representor of VF %d' % VF_INDEX)
+        self.uplink = wait_for(find_uplink, 'the uplink netdev')
         self.netdevs = BedNetdevs(self.uplink)
         self.devlink = devlink.DevlinkClient()
         self.addCleanup(self.devlink.close)
@@ -168,9 +179,6 @@ class TestOffload(base.BedTestCase):
     def _restore_switchdev(self):
         set_mode('switchdev')
         wait_for(lambda: find_netdev('pf0vf%d' % VF_INDEX), 'representor')
-        # The representors come back with the same names (netdevsim names
-        # them); the class attribute stays valid.
-        self.assertEqual(self.rep, find_netdev('pf0vf%d' % VF_INDEX))
 
     def test_unknown_devlink_device(self):
         self.assertRaises(exception.DevlinkDeviceNotFound,
@@ -392,13 +400,20 @@ class TestOffload(base.BedTestCase):
         alloc.vf_management_devices.return_value = {
             VF_ADDRESS: mock.Mock(handle='vdpasim_net')}
         host._allocator = alloc
-        with mock.patch.object(host, '_devices', return_value=([], {})):
+        config = model.DeviceConfig(device.name, 1, mac, 1, 1500, None,
+                                    None, None)
+        # The vDPA device itself is the allocator's business (its own bed
+        # tests); here only its name and MAC matter.
+        with mock.patch.object(host, '_devices',
+                               return_value=([], {device.name: config})):
             rows = host.ports()
         host.close()
         self.assertEqual(1, len(rows))
         row = rows[0]
         self.assertEqual(self.rep, row['representor'])
         self.assertIsInstance(row['ofport'], int)
+        self.assertTrue(row['plugged'].startswith('Interface %s in br-int'
+                                                  % self.rep), row['plugged'])
         self.assertEqual(['vxlan-0a000002'],
                          [t['name'] for t in row['tunnels']])
         self.assertEqual('10.0.0.2', row['tunnels'][0]['remote_ip'])
