@@ -23,7 +23,9 @@ and the fix.
 
 For the driver (wired by the coordinator):
 
-* :func:`host_summary` at ``init_host``, logged with :func:`log_summary`;
+* :func:`run_host_checks` (or :func:`host_summary` with an open
+  :class:`~nova_vdpa.network.ovsdb.OvsdbReader`) at ``init_host``, logged
+  with :func:`log_summary`;
 * :func:`check_vf_ready` before allocating a port's device: raises
   :class:`~nova_vdpa.exception.OffloadNotReady` naming the VF and the fix
   when the PF is in legacy mode or the VF has no single representor;
@@ -319,6 +321,25 @@ def host_summary(vf_addresses: Iterable[str],
         if own_client and client is not None:
             client.close()
     return results
+
+
+def run_host_checks(vf_addresses: Iterable[str],
+                    ovsdb_connection: str = ovsdb_mod.DEFAULT_CONNECTION,
+                    bridge: str = DEFAULT_BRIDGE) -> list[CheckResult]:
+    """:func:`host_summary` with its own OVSDB connection (for init_host).
+
+    :param ovsdb_connection: os-vif's ``[os_vif_ovs] ovsdb_connection``.
+    """
+    try:
+        ovs: ovsdb_mod.OvsdbReader | None = ovsdb_mod.OvsdbReader(
+            ovsdb_connection)
+    except exception.OvsdbUnavailable:
+        ovs = None
+    try:
+        return host_summary(vf_addresses, ovs, bridge=bridge)
+    finally:
+        if ovs is not None:
+            ovs.close()
 
 
 def log_summary(results: Iterable[CheckResult],

@@ -194,3 +194,34 @@ class TestOvsdbReader(testtools.TestCase):
         self.assertIsNone(ovsdb._single([]))
         self.assertEqual(5, ovsdb._single([5]))
         self.assertEqual(5, ovsdb._single(5))
+
+
+class TestRunHostChecks(rep_tests.NetdevTestCase):
+
+    def test_ovsdb_unreachable_is_reported_not_raised(self):
+        self.useFixture(fixtures.MockPatch(
+            'nova_vdpa.kernel.netdev.Netdevs', lambda: self.netdevs))
+        self.useFixture(fixtures.MockPatch(
+            'nova_vdpa.kernel.devlink.DevlinkClient',
+            lambda: _Closing(self.devlink)))
+        self.useFixture(fixtures.MockPatch(
+            'pyroute2.ethtool.ioctl.IoctlEthtool',
+            rep_tests.FakeIoctlEthtool))
+        results = checks.run_host_checks(['0000:08:00.2'],
+                                         'unix:/nonexistent/db.sock')
+        self.assertEqual('ovsdb', results[0].name)
+        self.assertEqual(checks.Status.FAILURE, results[0].status)
+        self.assertIn(('representor', '0000:08:00.2'),
+                      [(r.name, r.subject) for r in results])
+
+
+class _Closing:
+    def __init__(self, client):
+        self.client = client
+        self.closed = False
+
+    def eswitch(self, handle):
+        return self.client.eswitch(handle)
+
+    def close(self):
+        self.closed = True
