@@ -28,12 +28,14 @@ One class, one netdevsim device and one OVS for every test: each test
 puts back what it breaks. The whole file runs in one bed boot.
 """
 
+import json
 import os
 import subprocess
 import time
 from unittest import mock
 import uuid
 
+import fixtures
 from testtools import content
 
 from nova_vdpa import exception
@@ -99,6 +101,14 @@ def wait_for(fn, what, timeout=60):
     raise AssertionError('timed out waiting for %s' % what)
 
 
+def ensure_netdevsim():
+    """netdevsim10 with 4 VFs, made once per boot."""
+    if not os.path.isdir(NSIM_DIR):
+        sys_write('/sys/bus/netdevsim/new_device', '%d 1' % NSIM_ID)
+        wait_for(lambda: os.path.isdir(NSIM_DIR + '/net'), 'netdevsim')
+        sys_write(NSIM_DIR + '/sriov_numvfs', '4')
+
+
 def set_mode(mode):
     run('devlink', 'dev', 'eswitch', 'set', HANDLE, 'mode', mode)
 
@@ -125,10 +135,7 @@ class TestOffload(base.BedTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not os.path.isdir(NSIM_DIR):
-            sys_write('/sys/bus/netdevsim/new_device', '%d 1' % NSIM_ID)
-            wait_for(lambda: os.path.isdir(NSIM_DIR + '/net'), 'netdevsim')
-            sys_write(NSIM_DIR + '/sriov_numvfs', '4')
+        ensure_netdevsim()
         cls.ovs = ovsdb.OvsdbReader(os.environ['NOVA_VDPA_TESTBED_OVSDB'])
 
     @classmethod
@@ -433,3 +440,81 @@ def send_frame(ifname, src_mac):
         s.send(b'\xff' * 6 + src + b'\x88\xb5' + b'nova-vdpa' * 6)
     finally:
         s.close()
+
+
+class TestStatusCheck(base.BedTestCase):
+    """``nova-vdpa-status check`` end to end on a good bed, then a bad one.
+
+    The allocator serves the made-up VF from vdpasim_net (its test-only
+    ``simulated_vfs``); the PCI walk is supplied as in :class:`TestOffload`.
+    """
+
+    services = ('ovs', 'libvirt')
+
+    def setUp(self):
+        super().setUp()
+        ensure_netdevsim()
+        set_mode('switchdev')
+        self.rep = wait_for(lambda: find_netdev('pf0vf%d' % VF_INDEX),
+                            'the representor')
+        self.uplink = wait_for(find_uplink, 'the uplink')
+
+    def vsctl(self, *args):
+        return run('ovs-vsctl', '--timeout=30', *args)
+
+    def status(self, *argv):
+        from nova_vdpa import allocator
+        from nova_vdpa.cmd import host as host_mod
+        from nova_vdpa.cmd import status
+
+        def factory(conf):
+            host = host_mod.Host(conf)
+            host.netdevs = BedNetdevs(self.uplink)
+            host._allocator = allocator.Allocator(
+                simulated_vfs={VF_ADDRESS: 'vdpasim_net'})
+            return host
+
+        out = self.useFixture(fixtures.StringStream('stdout')).stream
+        with mock.patch('sys.stdout', out):
+            code = status.main(
+                ['--ovsdb-connection', os.environ['NOVA_VDPA_TESTBED_OVSDB'],
+                 *argv], host_factory=factory)
+        out.seek(0)
+        text = out.read()
+        self.addDetail('output', content.text_content(text))
+        return code, text
+
+    def test_good_host_then_legacy(self):
+        from pyroute2.ethtool import ioctl
+
+        self.vsctl('set', 'Open_vSwitch', '.', 'other_config:hw-offload=true')
+        self.addCleanup(self.vsctl, 'remove', 'Open_vSwitch', '.',
+                        'other_config', 'hw-offload')
+        self.vsctl('--may-exist', 'add-br', 'br-int')
+        self.addCleanup(self.vsctl, '--if-exists', 'del-br', 'br-int')
+        for ifname in (self.uplink, self.rep):
+            eth = ioctl.IoctlEthtool(ifname)
+            try:
+                features = eth.get_features()
+                features[netdev.HW_TC_OFFLOAD] = True
+                eth.set_features(features)
+            finally:
+                eth.close()
+
+        code, text = self.status('check', '--format', 'json')
+        results = {c['check']: c for c in json.loads(text)['checks']}
+        self.assertEqual({0}, {c['result'] for c in results.values()},
+                         text)
+        self.assertEqual(0, code)
+        self.assertIn(self.rep, results['representors']['details'])
+
+        set_mode('legacy')
+        self.addCleanup(set_mode, 'switchdev')
+        code, text = self.status('check')
+        self.assertEqual(2, code)
+        self.assertIn('Result: Failure', text)
+        self.assertIn('eswitch mode legacy', text)
+
+        code, text = self.status('ports')
+        self.assertEqual(0, code)
+        self.assertEqual('No vdpa port is allocated on this host.\n', text)
