@@ -42,6 +42,7 @@ from oslo_config import cfg
 from nova_vdpa.cmd import host as host_mod
 from nova_vdpa import exception
 from nova_vdpa.network import checks
+from nova_vdpa.network import flows
 
 SUCCESS, WARNING, FAILURE, ERROR = 0, 1, 2, 255
 
@@ -160,9 +161,8 @@ def cmd_ports(host: host_mod.Host, fmt: str) -> int:
     rows = host.ports()
     if fmt != 'json':
         for row in rows:
-            row['flows'] = ['%s %s %s' % (
-                f['dp'] or '?', 'offloaded:%s' % (f['offloaded'] or '?'),
-                f['match'][:60]) for f in row['flows']]
+            row['flows'] = [flows.summary(flows.Flow(**f))
+                            for f in row['flows']]
             row['tunnels'] = ['%s %s' % (t['name'], t['remote_ip'])
                               for t in row['tunnels']]
     return _listing(rows, PORTS_COLUMNS, fmt,

@@ -21,10 +21,13 @@ fields. ``type=`` selects ``ovs`` (kernel datapath), ``tc`` (flows in TC,
 in hardware or not), ``offloaded`` (in hardware) or ``non-offloaded``.
 
 Seen on the test bed (OVS 3.1, netdevsim representors, ``hw-offload=true``):
-netdevsim offloads only BPF, so flower flows on its representors are listed
-under ``type=tc`` with ``dp:tc`` and ``not_in_hw``, and ``type=offloaded``
-stays empty. A flow really in hardware (mlx5) reads ``offloaded:yes,
-dp:tc``; that form is only tested against a recorded sample.
+netdevsim offloads only BPF, so a flower flow on its representor is listed
+under ``type=tc`` as ``..., used:never, dp:tc, actions:br-int`` with no
+``offloaded:`` field, and ``type=offloaded`` stays empty. vswitchd prints
+``offloaded:yes`` only for a flow the NIC holds (mlx5); that form is
+tested against a recorded sample only. A flow is therefore "offloaded"
+exactly when vswitchd says so, and "no" whenever it names the layer
+without saying so.
 """
 
 import dataclasses
@@ -53,8 +56,9 @@ class Flow:
     :ivar actions: the actions, as printed.
     :ivar dp: the datapath layer holding it: ``ovs`` or ``tc``; None when
         vswitchd did not say.
-    :ivar offloaded: ``yes`` / ``partial`` when vswitchd says so, ``no``
-        when TC reports it ``not_in_hw``, else None.
+    :ivar offloaded: ``yes`` / ``partial`` when vswitchd says so; ``no``
+        when it names the layer (``dp:``) without; None when it says
+        neither (a dump without ``-m``).
     """
 
     in_port: str | None
@@ -96,7 +100,7 @@ def parse_flow(line: str) -> Flow | None:
     match = ', '.join(match_parts)
     in_port = _IN_PORT.search(match)
     offloaded = fields.get('offloaded')
-    if offloaded is None and 'not_in_hw' in line:
+    if offloaded is None and 'dp' in fields:
         offloaded = 'no'
 
     def _int(key: str) -> int | None:
@@ -192,3 +196,11 @@ def representor_flows(target: str, ifname: str,
 
 def as_dict(flow: Flow) -> dict[str, Any]:
     return dataclasses.asdict(flow)
+
+
+def summary(flow: Flow) -> str:
+    """One line for a table: layer, offload state, counters, path."""
+    return 'dp:%s offloaded:%s packets:%s %s -> %s' % (
+        flow.dp or '?', flow.offloaded or '?',
+        '?' if flow.packets is None else flow.packets,
+        flow.in_port or '?', flow.actions)

@@ -394,6 +394,8 @@ class TestOffload(base.BedTestCase):
         self.assertTrue(all(f.in_port == self.rep or f.touches(self.rep)
                             for f in found))
         self.assertEqual(set(), {f.dp for f in found} - {'tc', 'ovs'})
+        # netdevsim holds no flower rule in hardware: never "offloaded".
+        self.assertEqual({'no'}, {f.offloaded for f in found})
 
         conf = mock.Mock(ovsdb_connection=os.environ[
             'NOVA_VDPA_TESTBED_OVSDB'], ovs_rundir=None,

@@ -149,13 +149,15 @@ class TestListings(StatusTestCase):
                'ofport': 7, 'tag': 3, 'plugged': 'Interface r0 in br-int',
                'tunnels': [{'name': 'vxlan-0a000002', 'type': 'vxlan',
                             'remote_ip': '10.0.0.2', 'ofport': 2}],
-               'flows': [{'dp': 'tc', 'offloaded': 'yes',
-                          'match': 'recirc_id(0),in_port(r0)'}]}
+               'flows': [{'in_port': 'r0', 'match': 'recirc_id(0),in_port(r0)',
+                          'actions': 'vxlan_sys_4789', 'packets': 12,
+                          'bytes': 1200, 'used': '0.1s', 'dp': 'tc',
+                          'offloaded': 'yes', 'raw': '...'}]}
         self.host.rows = [dict(row)]
         self.assertEqual(0, self.main('ports'))
         text = self.out.getvalue()
         for cell in (PORT, 'r0', 'vxlan-0a000002 10.0.0.2',
-                     'tc offloaded:yes recirc_id(0),in_port(r0)'):
+                     'dp:tc offloaded:yes packets:12 r0 -> vxlan_sys_4789'):
             self.assertIn(cell, text)
         self.out.seek(0)
         self.out.truncate()

@@ -15,8 +15,8 @@
 OFFLOADED is a recorded sample in the form OVS prints for a flow a
 switchdev NIC (mlx5) holds in hardware: ``offloaded:yes, dp:tc``. The bed's
 netdevsim cannot offload flower rules, so that form is only tested here;
-the ``dp:tc`` / ``dp:ovs`` forms are also read from the real ovs-vswitchd in
-tests/functional/test_network_offload.py.
+IN_TC_NOT_IN_HW was recorded from the real ovs-vswitchd on the bed, where
+tests/functional/test_network_offload.py reads it again.
 """
 
 import os
@@ -48,12 +48,15 @@ DECAP = (
     'packets:990, bytes:97020, used:0.330s, offloaded:yes, dp:tc, '
     'actions:enp8s0f0npf0vf0\n')
 
-NOT_IN_HW = (
-    'ufid:0a1b2c3d-0000-4000-8000-000000000002, recirc_id(0),'
-    'in_port(enp8s0f0npf0vf0),eth(src=fa:16:3e:12:34:56,'
+# Recorded on the test bed (OVS 3.1, netdevsim representor, hw-offload on):
+# a flower flow netdevsim cannot hold in hardware.
+IN_TC_NOT_IN_HW = (
+    'ufid:0a7072d6-6b72-40e0-9b12-372fdb6425c3, skb_priority(0/0),'
+    'skb_mark(0/0),ct_state(0/0),ct_zone(0/0),ct_mark(0/0),ct_label(0/0),'
+    'recirc_id(0),dp_hash(0/0),in_port(eni10npf0vf1),'
+    'packet_type(ns=0/0,id=0/0),eth(src=fa:16:3e:00:00:03,'
     'dst=ff:ff:ff:ff:ff:ff),eth_type(0x88b5), packets:0, bytes:0, '
-    'used:never, dp:tc, dp-extra-info:not_in_hw, '
-    'actions:push_vlan(vid=3,pcp=0),br-int\n')
+    'used:never, dp:tc, actions:br-int\n')
 
 KERNEL = (
     'ufid:0a1b2c3d-0000-4000-8000-000000000003, recirc_id(0),'
@@ -82,13 +85,22 @@ class TestParse(testtools.TestCase):
         self.assertTrue(f.touches(REP))
 
     def test_tc_not_in_hardware(self):
-        (f,) = flows.parse_dump(NOT_IN_HW)
+        (f,) = flows.parse_dump(IN_TC_NOT_IN_HW)
         self.assertEqual(('tc', 'no'), (f.dp, f.offloaded))
         self.assertEqual((0, 'never'), (f.packets, f.used))
+        self.assertEqual(('eni10npf0vf1', 'br-int'), (f.in_port, f.actions))
+        self.assertEqual('dp:tc offloaded:no packets:0 eni10npf0vf1 -> '
+                         'br-int', flows.summary(f))
+
+    def test_without_verbose_fields_the_state_is_unknown(self):
+        (f,) = flows.parse_dump('recirc_id(0),in_port(2),eth_type(0x0800),'
+                                'ipv4(frag=no), packets:1, bytes:98, '
+                                'used:0.1s, actions:3\n')
+        self.assertEqual((None, None, '2'), (f.dp, f.offloaded, f.in_port))
 
     def test_kernel_datapath(self):
         (f,) = flows.parse_dump(KERNEL)
-        self.assertEqual(('ovs', None), (f.dp, f.offloaded))
+        self.assertEqual(('ovs', 'no'), (f.dp, f.offloaded))
         self.assertEqual('drop', f.actions)
 
     def test_several_lines_and_noise(self):
