@@ -232,7 +232,9 @@ class Netdevs:
                 ifname=ifname, reason='ethtool features: %s' % e)
         finally:
             eth.close()
-        if HW_TC_OFFLOAD not in features or not features.is_available(
-                HW_TC_OFFLOAD) and not features[HW_TC_OFFLOAD]:
-            return None
-        return bool(features[HW_TC_OFFLOAD])
+        if HW_TC_OFFLOAD not in features:
+            return None  # a kernel without the feature bit
+        on = bool(features[HW_TC_OFFLOAD])
+        if not on and not features.is_available(HW_TC_OFFLOAD):
+            return None  # "off [fixed]": the driver cannot offload TC
+        return on
