@@ -213,3 +213,60 @@ class VdpaKernelTimeout(VdpaKernelError):
                "%(timeout)s s: the kernel is busy or another vdpa request "
                "is stuck there, typically a deletion waiting for a process "
                "to close a vhost-vdpa character device")
+
+
+# --- Hardware offload (nova_vdpa.kernel.devlink, .netdev, nova_vdpa.network)
+
+class DevlinkError(NovaVdpaException):
+    """devlink refused or failed a request about a device."""
+
+    msg_fmt = "devlink request for %(handle)s failed: %(reason)s"
+
+
+class DevlinkNotAvailable(DevlinkError):
+    msg_fmt = ("the kernel has no devlink generic netlink family "
+               "(%(handle)s): %(reason)s")
+
+
+class DevlinkDeviceNotFound(DevlinkError):
+    msg_fmt = "devlink device %(handle)s not found: %(reason)s"
+
+
+class EswitchNotSupported(DevlinkError):
+    msg_fmt = ("devlink device %(handle)s has no eswitch (its driver does "
+               "not support switchdev): %(reason)s")
+
+
+class DevlinkPermissionDenied(DevlinkError):
+    msg_fmt = ("permission denied reading the eswitch of %(handle)s: "
+               "devlink eswitch requests need CAP_NET_ADMIN")
+
+
+class NetdevError(NovaVdpaException):
+    """A network device fact could not be read from sysfs or ethtool."""
+
+    msg_fmt = "network device %(ifname)s: %(reason)s"
+
+
+class VfNotFound(NetdevError):
+    msg_fmt = ("%(ifname)s is not an SR-IOV VF with a switchdev uplink: "
+               "%(reason)s")
+
+
+class OvsdbUnavailable(NovaVdpaException):
+    msg_fmt = ("cannot read the Open vSwitch database at %(connection)s: "
+               "%(reason)s")
+
+
+class OvsUnixctlError(NovaVdpaException):
+    msg_fmt = ("ovs-vswitchd did not answer %(command)s on %(target)s: "
+               "%(reason)s")
+
+
+class OffloadNotReady(NovaVdpaException):
+    """The host cannot offload a vdpa port's VF; raised before allocation.
+
+    ``vf_address`` names the VF; the message says what is wrong and the fix.
+    """
+
+    msg_fmt = "VF %(vf_address)s cannot carry a vdpa port: %(reason)s"

@@ -1,0 +1,286 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""What ``nova-vdpa-status`` reads from this host, in one place.
+
+Each reader is built on first use and closed by :meth:`Host.close`, so a
+command reads only what it shows. Everything is read back from the kernel,
+libvirt and Open vSwitch; nothing is remembered between runs. Tests replace
+single readers (``netdevs`` for the PCI walk netdevsim cannot give).
+"""
+
+import os
+from typing import Any
+import warnings
+
+from oslo_config import cfg
+
+from nova_vdpa import exception
+from nova_vdpa.kernel import model
+from nova_vdpa.kernel import netdev as netdev_mod
+from nova_vdpa.kernel import netlink
+from nova_vdpa.kernel import sysfs as sysfs_mod
+from nova_vdpa.network import checks
+from nova_vdpa.network import flows as flows_mod
+from nova_vdpa.network import ovsdb as ovsdb_mod
+
+Outcome = tuple[int, str]
+
+with warnings.catch_warnings():
+    # The allocator imports oslo.privsep, which imports eventlet, which
+    # warns about its own deprecation on import (a plain Warning): not for
+    # operators' eyes.
+    warnings.simplefilter('ignore')
+    from nova_vdpa import allocator as allocator_mod
+
+
+def _version(number: int) -> str:
+    return '%d.%d.%d' % (number // 1000000, number // 1000 % 1000,
+                         number % 1000)
+
+
+class Host:
+    """This host's vdpa, libvirt and OVS state, read on demand.
+
+    :param conf: parsed options (``nova-vdpa-status``'s and
+        ``[nova_vdpa]``).
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, sys_root: str = '/sys') -> None:
+        self.conf = conf
+        self.sysfs = sysfs_mod.VdpaSysfs(sys_root=sys_root)
+        self.netdevs = netdev_mod.Netdevs(sys_root=sys_root)
+        self._allocator: allocator_mod.Allocator | None = None
+        self._ovs: ovsdb_mod.OvsdbReader | None = None
+        self._ovs_error: str | None = None
+        self._network: list[checks.CheckResult] | None = None
+
+    # ------------------------------------------------------------ readers
+    @property
+    def allocator(self) -> allocator_mod.Allocator:
+        if self._allocator is None:
+            self._allocator = allocator_mod.Allocator.from_conf(self.conf)
+        return self._allocator
+
+    def ovs(self) -> ovsdb_mod.OvsdbReader | None:
+        """The OVSDB reader, or None (and :attr:`_ovs_error`)."""
+        if self._ovs is None and self._ovs_error is None:
+            try:
+                self._ovs = ovsdb_mod.OvsdbReader(self.conf.ovsdb_connection)
+            except exception.OvsdbUnavailable as e:
+                self._ovs_error = e.message
+        return self._ovs
+
+    def close(self) -> None:
+        if self._ovs is not None:
+            self._ovs.close()
+        if self._allocator is not None:
+            self._allocator.close()
+
+    def vfs(self) -> dict[str, model.ManagementDevice]:
+        return self.allocator.vf_management_devices()
+
+    # ------------------------------------------------------------- checks
+    def kernel(self) -> Outcome:
+        try:
+            with netlink.VdpaClient() as client:
+                client.list_management_devices()
+        except exception.VdpaKernelError as e:
+            return checks.Status.FAILURE, e.message
+        return checks.Status.SUCCESS, 'the vdpa generic netlink family ' \
+            'answers'
+
+    def vhost_vdpa(self) -> Outcome:
+        path = os.path.join(self.sysfs.bus, 'drivers', sysfs_mod.VHOST_VDPA)
+        if os.path.isdir(path):
+            return checks.Status.SUCCESS, 'vhost_vdpa is loaded'
+        return (checks.Status.FAILURE, 'the vhost_vdpa driver is not '
+                'loaded: modprobe vhost_vdpa (and list it in '
+                '/etc/modules-load.d/)')
+
+    def hypervisor(self) -> Outcome:
+        try:
+            import libvirt
+        except ImportError:
+            return (checks.Status.WARNING, 'libvirt-python is not '
+                    'installed here: versions not checked')
+        try:
+            conn = libvirt.openReadOnly(self.conf.libvirt_uri)
+            try:
+                lv, qemu = conn.getLibVersion(), conn.getVersion()
+            finally:
+                conn.close()
+        except libvirt.libvirtError as e:
+            return (checks.Status.WARNING, 'libvirt at %s did not answer '
+                    '(%s): versions not checked'
+                    % (self.conf.libvirt_uri, e.get_error_message()))
+        text = 'libvirt %s, QEMU %s' % (_version(lv), _version(qemu))
+        with warnings.catch_warnings():
+            # designer imports nova's libvirt driver, and so eventlet
+            # (see the allocator import above).
+            warnings.simplefilter('ignore')
+            from nova_vdpa.libvirt import designer
+        if lv < designer.MIN_LIBVIRT_VDPA or qemu < designer.MIN_QEMU_VDPA:
+            return checks.Status.FAILURE, '%s: vdpa interfaces need ' \
+                'libvirt >= %s and QEMU >= %s' % (
+                    text, _version(designer.MIN_LIBVIRT_VDPA),
+                    _version(designer.MIN_QEMU_VDPA))
+        return checks.Status.SUCCESS, text
+
+    def management_devices(self) -> Outcome:
+        try:
+            vfs = self.vfs()
+        except exception.NovaVdpaException as e:
+            return checks.Status.FAILURE, e.message
+        if not vfs:
+            return (checks.Status.WARNING, 'no network management device '
+                    'is allowed ([nova_vdpa] management_devices) or present '
+                    '(load mlx5_vdpa, or create SR-IOV VFs)')
+        return checks.Status.SUCCESS, '%d VF(s): %s' % (
+            len(vfs), ', '.join(sorted(vfs)))
+
+    def network_results(self) -> list[checks.CheckResult]:
+        """The offload checks, run once per command."""
+        if self._network is None:
+            try:
+                vfs = sorted(self.vfs())
+            except exception.NovaVdpaException:
+                vfs = []
+            self._network = checks.host_summary(
+                vfs, self.ovs(), self.netdevs,
+                bridge=self.conf.integration_bridge)
+        return self._network
+
+    # ---------------------------------------------------------- listings
+    def _instances(self) -> dict[str, str] | None:
+        """chardev -> domain name, or None when libvirt cannot say."""
+        try:
+            import libvirt
+            from lxml import etree
+        except ImportError:
+            return None
+        try:
+            conn = libvirt.openReadOnly(self.conf.libvirt_uri)
+        except libvirt.libvirtError:
+            return None
+        found = {}
+        try:
+            for dom in conn.listAllDomains():
+                xml = etree.fromstring(dom.XMLDesc(0))
+                for src in xml.iterfind(
+                        "./devices/interface[@type='vdpa']/source"):
+                    found[src.get('dev') or ''] = '%s (%s)' % (
+                        dom.name(), dom.UUIDString())
+        finally:
+            conn.close()
+        return found
+
+    def _devices(self) -> tuple[list[model.VdpaDevice],
+                                dict[str, model.DeviceConfig]]:
+        with netlink.VdpaClient() as client:
+            devices = client.list_devices()
+            configs = {c.name: c for c in client.list_configs()}
+        return devices, configs
+
+    def _chardev(self, name: str) -> str | None:
+        try:
+            return self.sysfs.chardev(name)
+        except exception.NovaVdpaException:
+            return None
+
+    def _vfs_by_mgmtdev(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for vf, mgmt in sorted(self.vfs().items()):
+            out.setdefault(mgmt.handle, []).append(vf)
+        return out
+
+    def inventory(self) -> list[dict[str, Any]]:
+        """One row per vDPA device on our VFs, and per VF without one."""
+        by_mgmt = self._vfs_by_mgmtdev()
+        devices, configs = self._devices()
+        instances = self._instances()
+        rows = []
+        used = set()
+        for dev in sorted(devices, key=lambda d: d.name):
+            if dev.mgmtdev not in by_mgmt:
+                continue
+            used.add(dev.mgmtdev)
+            cfg_ = configs.get(dev.name)
+            chardev = self._chardev(dev.name)
+            rows.append({
+                'vf': ','.join(by_mgmt[dev.mgmtdev]),
+                'mgmtdev': dev.mgmtdev, 'device': dev.name,
+                'chardev': chardev,
+                'mac': cfg_.mac if cfg_ else None,
+                'mtu': cfg_.mtu if cfg_ else None,
+                'port': _port_of(dev.name),
+                'instance': (instances or {}).get(chardev or '', 'unknown')
+                if instances is not None else 'unknown'})
+        for mgmt, vfs in by_mgmt.items():
+            if mgmt not in used:
+                rows.append({'vf': ','.join(vfs), 'mgmtdev': mgmt})
+        return rows
+
+    def ports(self) -> list[dict[str, Any]]:
+        """One row per allocated port (a device of ours)."""
+        owned = self.allocator.owned_devices()
+        if not owned:
+            return []
+        by_mgmt = self._vfs_by_mgmtdev()
+        _, configs = self._devices()
+        ovs = self.ovs()
+        if ovs is None:
+            raise exception.OvsdbUnavailable(
+                connection=self.conf.ovsdb_connection,
+                reason=self._ovs_error or 'unreachable')
+        tunnels = [{'name': t.name, 'type': t.type,
+                    'remote_ip': t.options.get('remote_ip'),
+                    'ofport': t.ofport}
+                   for t in ovs.tunnel_ports(self.conf.tunnel_bridge)]
+        try:
+            ctl: str | None = flows_mod.control_socket(self.conf.ovs_rundir)
+        except exception.OvsUnixctlError:
+            ctl = None
+        rows = []
+        for dev in sorted(owned, key=lambda d: d.name):
+            port_id = _port_of(dev.name)
+            vfs = by_mgmt.get(dev.mgmtdev, [])
+            row: dict[str, Any] = {'port': port_id, 'device': dev.name,
+                                   'vf': ','.join(vfs) or None,
+                                   'tunnels': tunnels, 'flows': []}
+            rows.append(row)
+            if len(vfs) != 1:
+                row['representor'] = 'unknown (VF ambiguous)'
+                continue
+            found, vf_port = checks.locate(vfs[0], self.netdevs)
+            rep = (checks.check_representor(vf_port, self.netdevs)
+                   if vf_port else found)
+            row['representor'] = rep.detail or rep.message
+            if not rep.detail:
+                continue
+            iface = ovs.interface(rep.detail)
+            row['ofport'] = iface.ofport if iface else None
+            row['tag'] = iface.tag if iface else None
+            mac = configs[dev.name].mac if dev.name in configs else None
+            row['plugged'] = checks.verify_plugged(
+                ovs, port_id or '', mac or '', rep.detail,
+                self.conf.integration_bridge).message
+            if ctl:
+                row['flows'] = [flows_mod.as_dict(f) for f in
+                                flows_mod.representor_flows(ctl, rep.detail)]
+        return rows
+
+
+def _port_of(name: str) -> str | None:
+    if allocator_mod.is_ours(name):
+        return name[len(allocator_mod.DEVICE_PREFIX):]
+    return None

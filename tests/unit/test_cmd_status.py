@@ -1,0 +1,214 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""``nova-vdpa-status``: output formats, one-line answers, exit codes.
+
+The host is a fake with the same methods as :class:`nova_vdpa.cmd.host.Host`
+(what it reads from a real host is covered by the unit tests of each
+reader and by tests/functional/test_network_offload.py); the listings of
+the real Host are tested over a fake allocator and kernel reads.
+"""
+
+import io
+import json
+from unittest import mock
+
+import fixtures
+import testtools
+
+from nova_vdpa.cmd import host as host_mod
+from nova_vdpa.cmd import status
+from nova_vdpa import exception
+from nova_vdpa.kernel import model
+from nova_vdpa.network import checks
+
+PORT = '0c1e5f44-5cf0-4b0e-9a55-3f3c5c5ad1c1'
+
+
+class FakeHost:
+    def __init__(self, conf=None):
+        self.closed = False
+        self.network = [
+            checks.CheckResult('hw-offload', 'Open_vSwitch',
+                               checks.Status.SUCCESS, 'on'),
+            checks.CheckResult('switchdev', 'pci/0000:08:00.0',
+                               checks.Status.SUCCESS, 'switchdev'),
+            checks.CheckResult('representor', '0000:08:00.2',
+                               checks.Status.SUCCESS, 'representor r0',
+                               detail='r0'),
+            checks.CheckResult('hw-tc-offload', 'r0',
+                               checks.Status.SUCCESS, 'on'),
+        ]
+        self.rows = []
+        self.error = None
+
+    def close(self):
+        self.closed = True
+
+    def kernel(self):
+        return 0, 'answers'
+
+    def vhost_vdpa(self):
+        return 0, 'loaded'
+
+    def hypervisor(self):
+        return 0, 'libvirt 9.0.0, QEMU 7.2.0'
+
+    def management_devices(self):
+        return 0, '1 VF(s)'
+
+    def network_results(self):
+        return self.network
+
+    def inventory(self):
+        if self.error:
+            raise self.error
+        return self.rows
+
+    def ports(self):
+        return self.inventory()
+
+
+class StatusTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.host = FakeHost()
+        self.out = self.useFixture(fixtures.MonkeyPatch(
+            'sys.stdout', io.StringIO())).new_value
+
+    def main(self, *argv):
+        return status.main(list(argv), host_factory=lambda conf: self.host)
+
+
+class TestCheck(StatusTestCase):
+
+    def test_good_host_table(self):
+        self.assertEqual(0, self.main('check'))
+        text = self.out.getvalue()
+        for name in ('vdpa kernel support', 'vhost_vdpa driver',
+                     'libvirt and QEMU', 'management devices',
+                     'Open vSwitch hw-offload', 'switchdev', 'representors',
+                     'hw-tc-offload'):
+            self.assertIn('Check: %s' % name, text)
+        self.assertTrue(self.host.closed)
+
+    def test_failure_json(self):
+        self.host.network[1] = checks.CheckResult(
+            'switchdev', 'pci/0000:08:00.0', checks.Status.FAILURE,
+            'PF pci/0000:08:00.0 is in eswitch mode legacy')
+        self.assertEqual(2, self.main('check', '--format', 'json'))
+        out = json.loads(self.out.getvalue())
+        by_name = {c['check']: c for c in out['checks']}
+        self.assertEqual(2, by_name['switchdev']['result'])
+        self.assertIn('eswitch mode legacy', by_name['switchdev']['details'])
+        self.assertEqual(0, by_name['representors']['result'])
+
+    def test_warning_only_shows_the_worst(self):
+        self.host.network.append(checks.CheckResult(
+            'hw-tc-offload', 'r1', checks.Status.WARNING, 'off on r1'))
+        self.assertEqual(1, self.main('check', '--format', 'json'))
+        out = json.loads(self.out.getvalue())
+        tc = [c for c in out['checks'] if c['check'] == 'hw-tc-offload'][0]
+        self.assertEqual('r1: off on r1', tc['details'])
+
+
+class TestListings(StatusTestCase):
+
+    def test_nothing_allocated_is_one_line(self):
+        self.assertEqual(0, self.main('ports'))
+        self.assertEqual('No vdpa port is allocated on this host.\n',
+                         self.out.getvalue())
+
+    def test_nothing_reachable_is_one_line(self):
+        self.host.error = exception.VdpaNotLoaded(device='-', mgmtdev='-',
+                                                  attribute='-')
+        self.assertEqual(2, self.main('inventory'))
+        lines = self.out.getvalue().splitlines()
+        self.assertEqual(1, len(lines))
+        self.assertTrue(lines[0].startswith('inventory: kernel vdpa support '
+                                            'not loaded'))
+        self.assertTrue(self.host.closed)
+
+    def test_unexpected_error(self):
+        self.host.error = RuntimeError('boom')
+        self.assertEqual(255, self.main('inventory'))
+        self.assertIn('boom', self.out.getvalue())
+
+    def test_ports_table_and_json(self):
+        row = {'port': PORT, 'vf': '0000:08:00.2', 'representor': 'r0',
+               'ofport': 7, 'tag': 3, 'plugged': 'Interface r0 in br-int',
+               'tunnels': [{'name': 'vxlan-0a000002', 'type': 'vxlan',
+                            'remote_ip': '10.0.0.2', 'ofport': 2}],
+               'flows': [{'in_port': 'r0', 'match': 'recirc_id(0),in_port(r0)',
+                          'actions': 'vxlan_sys_4789', 'packets': 12,
+                          'bytes': 1200, 'used': '0.1s', 'dp': 'tc',
+                          'offloaded': 'yes', 'raw': '...'}]}
+        self.host.rows = [dict(row)]
+        self.assertEqual(0, self.main('ports'))
+        text = self.out.getvalue()
+        for cell in (PORT, 'r0', 'vxlan-0a000002 10.0.0.2',
+                     'dp:tc offloaded:yes packets:12 r0 -> vxlan_sys_4789'):
+            self.assertIn(cell, text)
+        self.out.seek(0)
+        self.out.truncate()
+        self.host.rows = [dict(row)]
+        self.assertEqual(0, self.main('ports', '--format', 'json'))
+        self.assertEqual([row], json.loads(self.out.getvalue()))
+
+
+class TestHostInventory(testtools.TestCase):
+    """The real Host's listing over a fake allocator and kernel reads."""
+
+    def setUp(self):
+        super().setUp()
+        conf = mock.Mock(libvirt_uri='test:///default')
+        self.host = host_mod.Host(conf)
+        alloc = mock.Mock()
+        vf_mgmt = model.ManagementDevice.from_attrs({
+            'VDPA_ATTR_MGMTDEV_BUS_NAME': 'pci',
+            'VDPA_ATTR_MGMTDEV_DEV_NAME': '0000:08:00.2',
+            'VDPA_ATTR_MGMTDEV_SUPPORTED_CLASSES': 2})
+        free = model.ManagementDevice.from_attrs({
+            'VDPA_ATTR_MGMTDEV_BUS_NAME': 'pci',
+            'VDPA_ATTR_MGMTDEV_DEV_NAME': '0000:08:00.3',
+            'VDPA_ATTR_MGMTDEV_SUPPORTED_CLASSES': 2})
+        alloc.vf_management_devices.return_value = {
+            '0000:08:00.2': vf_mgmt, '0000:08:00.3': free}
+        self.host._allocator = alloc
+        ours = model.VdpaDevice('nvdpa-' + PORT, 'pci/0000:08:00.2', 1,
+                                None, 3, 256, None)
+        other = model.VdpaDevice('vdpa9', 'vdpasim_net', 1, None, 3, 256,
+                                 None)
+        config = model.DeviceConfig('nvdpa-' + PORT, 1, 'fa:16:3e:00:00:01',
+                                    1, 1450, None, None, None)
+        self.useFixture(fixtures.MockPatchObject(
+            self.host, '_devices',
+            return_value=([ours, other], {config.name: config})))
+        self.useFixture(fixtures.MockPatchObject(
+            self.host, '_chardev', return_value='/dev/vhost-vdpa-0'))
+
+    def test_rows(self):
+        with mock.patch.object(self.host, '_instances',
+                               return_value={'/dev/vhost-vdpa-0': 'vm1'}):
+            rows = self.host.inventory()
+        self.assertEqual([
+            {'vf': '0000:08:00.2', 'mgmtdev': 'pci/0000:08:00.2',
+             'device': 'nvdpa-' + PORT, 'chardev': '/dev/vhost-vdpa-0',
+             'mac': 'fa:16:3e:00:00:01', 'mtu': 1450, 'port': PORT,
+             'instance': 'vm1'},
+            {'vf': '0000:08:00.3', 'mgmtdev': 'pci/0000:08:00.3'}], rows)
+
+    def test_instance_unknown_without_libvirt(self):
+        with mock.patch.object(self.host, '_instances', return_value=None):
+            rows = self.host.inventory()
+        self.assertEqual('unknown', rows[0]['instance'])
