@@ -157,7 +157,8 @@ def walk(tmp):
         return 1
 
     step(f'an operator made {OPERATOR_DEVICE} for VF {VF_B} by hand')
-    client.create_device(OPERATOR_DEVICE, SIM, mac='02:00:00:00:0b:01')
+    client.create_device(OPERATOR_DEVICE, SIM, mac='02:00:00:00:0b:01',
+                         mtu=NETWORK_MTU)
     sysfs.VdpaSysfs().bind(OPERATOR_DEVICE, sysfs.VHOST_VDPA)
     b = alloc.allocate(allocator.PortRequest(
         port_id=PORT_B, vf_address=VF_B, mac=MAC_B, mtu=NETWORK_MTU))
