@@ -82,7 +82,11 @@ def configure(tmp):
     helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
     cfg.CONF.set_override(
         'helper_command',
-        f'env PYTHONPATH={REPO} {helper} --config-file {path}',
+        # (and without eventlet's deprecation notice, which the daemon's
+        # oslo.privsep triggers when it imports eventlet)
+        f'env PYTHONPATH={REPO} '
+        f'PYTHONWARNINGS=ignore::Warning:oslo_privsep.daemon '
+        f'{helper} --config-file {path}',
         group=ctx.cfg_section)
     return conf
 
