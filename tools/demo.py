@@ -82,7 +82,11 @@ def configure(tmp):
     helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
     cfg.CONF.set_override(
         'helper_command',
-        f'env PYTHONPATH={REPO} {helper} --config-file {path}',
+        # (and without eventlet's deprecation notice, which the daemon's
+        # oslo.privsep triggers when it imports eventlet)
+        f'env PYTHONPATH={REPO} '
+        f'PYTHONWARNINGS=ignore::Warning:oslo_privsep.daemon '
+        f'{helper} --config-file {path}',
         group=ctx.cfg_section)
     return conf
 
@@ -158,7 +162,8 @@ def walk(tmp):
         return 1
 
     step(f'an operator made {OPERATOR_DEVICE} for VF {VF_B} by hand')
-    client.create_device(OPERATOR_DEVICE, SIM, mac='02:00:00:00:0b:01')
+    client.create_device(OPERATOR_DEVICE, SIM, mac='02:00:00:00:0b:01',
+                         mtu=NETWORK_MTU)
     sysfs.VdpaSysfs().bind(OPERATOR_DEVICE, sysfs.VHOST_VDPA)
     b = alloc.allocate(allocator.PortRequest(
         port_id=PORT_B, vf_address=VF_B, mac=MAC_B, mtu=NETWORK_MTU))
