@@ -51,8 +51,8 @@ _MAP: tuple[tuple[type[Exception], type[nova_exception.NovaException], str],
      'the vDPA device for port %(port)s cannot be created with the '
      'requested settings (MAC address, MTU or queue pairs)'),
     (exception.InvalidVdpaInterfaceRequest, nova_exception.InvalidInput,
-     'the vDPA interface for port %(port)s cannot be configured: the '
-     'flavor and image ask for conflicting interface settings'),
+     'the vDPA interface for port %(port)s cannot be configured from '
+     'the port, flavor and image given'),
     # This host cannot serve the port now: another host may.
     (exception.VdpaNoSpace, nova_exception.ComputeResourcesUnavailable,
      'no vDPA device can be created for port %(port)s on this host: its '

@@ -107,7 +107,9 @@ VIRTIO_F_RING_PACKED = 34
 
 VIRTIO_MODEL = 'virtio'
 
-_CHARDEV_RE = re.compile(r'/dev/vhost-vdpa-[0-9]+')
+#: What a vhost-vdpa node path looks like (tests whose fake kernel keeps
+#: its nodes in a temporary folder replace it).
+CHARDEV_RE = re.compile(r'/dev/vhost-vdpa-[0-9]+')
 
 
 def _bad(what: str, value: object,
@@ -180,7 +182,7 @@ class Device:
 
     def __post_init__(self) -> None:
         if (not isinstance(self.chardev, str)
-                or not _CHARDEV_RE.fullmatch(self.chardev)):
+                or not CHARDEV_RE.fullmatch(self.chardev)):
             raise _bad('device.chardev', self.chardev,
                        'is not a /dev/vhost-vdpa-N path')
         _check_int('device.max_queue_pairs', self.max_queue_pairs, 1,

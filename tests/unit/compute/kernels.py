@@ -26,6 +26,7 @@ serialised across hosts: a test-only restriction.
 
 import functools
 import os
+import re
 import threading
 
 import fixtures
@@ -128,6 +129,11 @@ class FakeHostKernels(fixtures.Fixture):
         ctx.set_client_mode(False)
         self.useFixture(fixtures.MonkeyPatch(
             'nova_vdpa.compute.driver.allocator_factory', self._allocator))
+        # The fake kernels' vhost-vdpa nodes live in <root>/<host>/dev.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.libvirt.designer.CHARDEV_RE',
+            re.compile(re.escape(self.root)
+                       + r'/[^/]+/dev/vhost-vdpa-[0-9]+')))
 
     def kernel(self, host=None):
         """The fake kernel of ``host`` (default: ``CONF.host``)."""
