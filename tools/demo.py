@@ -1,4 +1,16 @@
 #!/usr/bin/env python3
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """The nova-vdpa demo, run as root inside the test bed (``tox -e demo``).
 
 It walks through what nova-vdpa does for one ``vnic_type=vdpa`` port, on
@@ -22,7 +34,9 @@ import uuid
 
 import libvirt
 from nova.virt.libvirt import config as vconfig
+from oslo_config import cfg as oslo_cfg
 
+from nova_vdpa import conf
 from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import netlink
@@ -37,6 +51,14 @@ DOMAIN = 'nova-vdpa-demo'
 
 def step(title):
     print(f'\n== {title}', flush=True)
+
+
+def delete_timeout():
+    """``[nova_vdpa] delete_timeout`` as nova-compute reads it (default)."""
+    opts = oslo_cfg.ConfigOpts()
+    conf.register_opts(opts)
+    opts([], default_config_files=[])
+    return opts.nova_vdpa.delete_timeout
 
 
 def guest_xml(interface, vcpus):
@@ -107,7 +129,7 @@ def walk(client, bus):
         step(f'delete {DEVICE} while QEMU holds it')
         t0 = time.monotonic()
         try:
-            lifecycle.delete_device(bus, DEVICE)
+            lifecycle.delete_device(bus, DEVICE, timeout=delete_timeout())
             print('UNEXPECTED: the device was deleted')
             return 1
         except exception.VdpaDeviceInUse as e:
@@ -120,7 +142,7 @@ def walk(client, bus):
         conn.close()
 
     step(f'release {DEVICE}')
-    lifecycle.delete_device(bus, DEVICE)
+    lifecycle.delete_device(bus, DEVICE, timeout=delete_timeout())
     print('devices left: %s' % [d.name for d in client.list_devices()])
     return 0
 

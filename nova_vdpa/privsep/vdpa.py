@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """The privileged vDPA primitives: create, bind, delete.
 
 Each public function checks its arguments here, unprivileged, then calls
@@ -71,9 +83,11 @@ def _bind_device(name: str) -> str:
     return s.chardev(name)
 
 
-def delete_device(name: str,
-                  timeout: float = lifecycle.DEFAULT_DELETE_TIMEOUT) -> None:
+def delete_device(name: str, timeout: float) -> None:
     """Delete ``name`` unless a process holds its chardev (privileged).
+
+    :param timeout: seconds to wait for the kernel: ``[nova_vdpa]
+        delete_timeout``.
 
     :raises: VdpaInvalidArgument before escalation; VdpaDeviceInUse,
         VdpaDeleteTimeout, VdpaDeviceNotFound.

@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """nova_vdpa.kernel against the real 6.12 kernel, compared with iproute2.
 
 Each rule the unit tests' fake kernel enforces is checked here for real:
@@ -263,13 +275,14 @@ class TestInUse(KernelTestCase):
                          [h.pid for h in self.sysfs.holders(self.node)])
         t0 = time.monotonic()
         e = self.assertRaises(exception.VdpaDeviceInUse,
-                              lifecycle.delete_device, self.sysfs, 'use0')
+                              lifecycle.delete_device, self.sysfs, 'use0',
+                              timeout=10)
         self.assertLess(time.monotonic() - t0, 5)
         self.assertIn('pid %d' % os.getpid(), str(e))
         self.assertIn('python', str(e))
         self.assertIn(SIM, str(e))
         close()
-        lifecycle.delete_device(self.sysfs, 'use0')
+        lifecycle.delete_device(self.sysfs, 'use0', timeout=10)
         self.assertEqual([], self.client.list_devices())
         self.assertFalse(os.path.exists(self.node))
 
@@ -297,7 +310,7 @@ class TestInUse(KernelTestCase):
         self.assertFalse(os.path.exists('/sys/bus/vdpa/devices/use0'))
         # The worker is free again.
         self.create('use1')
-        lifecycle.delete_device(self.sysfs, 'use1')
+        lifecycle.delete_device(self.sysfs, 'use1', timeout=10)
 
     def test_stuck_deletion_holds_its_process_until_the_holder_closes(self):
         # What the fake kernel cannot show: DEV_DEL waits uninterruptibly

@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """A real privsep daemon (privsep-helper, no sudo: the bed runs as root).
 
 Proves the context's capability set is enough: the daemon runs with
@@ -31,8 +43,13 @@ class TestPrivsepDaemon(base.BedTestCase):
                               'privsep-helper')
         # The venv holds an installed snapshot of nova_vdpa; the daemon
         # must import the checkout under test, as the test process does.
+        # oslo_privsep.daemon imports eventlet when it is installed (nova
+        # needs it), and eventlet warns at import: ignore warnings raised
+        # from that one module in the daemon, nothing else.
         cfg.CONF.set_override(
-            'helper_command', 'env PYTHONPATH=%s %s' % (REPO, helper),
+            'helper_command',
+            'env PYTHONPATH=%s PYTHONWARNINGS=ignore::Warning:%s %s'
+            % (REPO, 'oslo_privsep.daemon', helper),
             group=ctx.cfg_section)
         self.addCleanup(cfg.CONF.clear_override, 'helper_command',
                         group=ctx.cfg_section)
@@ -84,7 +101,8 @@ class TestPrivsepDaemon(base.BedTestCase):
         fd = os.open(node, os.O_RDWR)
         try:
             e = self.assertRaises(exception.VdpaDeviceInUse,
-                                  priv_vdpa.delete_device, 'priv0')
+                                  priv_vdpa.delete_device, 'priv0',
+                                  timeout=10)
             # This process has every capability, the daemon only
             # CAP_NET_ADMIN: without CAP_SYS_PTRACE the kernel hides our
             # file table from it, and the exclusive open alone proves the
@@ -92,7 +110,7 @@ class TestPrivsepDaemon(base.BedTestCase):
             self.assertIn('pid unknown', str(e))
         finally:
             os.close(fd)
-        priv_vdpa.delete_device('priv0')
+        priv_vdpa.delete_device('priv0', timeout=10)
         self.assertEqual([], [d.name for d in self.client.list_devices()])
 
     def _cleanup(self, name):

@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """The privsep entrypoints, run in-process against the fake kernel.
 
 No test may start a privsep helper: PrivContext.start fails loudly here.
@@ -43,9 +55,9 @@ class TestInProcess(PrivsepTestCase):
         self.assertEqual(self.sysfs.chardev('vd0'), node)
         self.kernel.open_chardev('vd0', pid=55)
         self.assertRaises(exception.VdpaDeviceInUse,
-                          priv_vdpa.delete_device, 'vd0')
+                          priv_vdpa.delete_device, 'vd0', timeout=10)
         self.kernel.close_chardev('vd0')
-        priv_vdpa.delete_device('vd0')
+        priv_vdpa.delete_device('vd0', timeout=10)
         self.assertEqual([], self.client.list_devices())
 
     def test_kernel_errors_are_typed(self):
@@ -80,7 +92,7 @@ class TestChecksBeforeEscalation(PrivsepTestCase):
                 lambda: priv_vdpa.create_device('x', 'vdpasim_net',
                                                 max_vq_pairs=0),
                 lambda: priv_vdpa.bind_device('a/b'),
-                lambda: priv_vdpa.delete_device('..'),
+                lambda: priv_vdpa.delete_device('..', timeout=10),
                 lambda: priv_vdpa.delete_device('x', timeout=0),
                 lambda: priv_vdpa.delete_device('x', timeout=301),
                 lambda: priv_vdpa.delete_device('x', timeout=True)):

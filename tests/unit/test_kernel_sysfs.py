@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """Binding, chardevs, holders, VF facts and safe deletion on the fake tree."""
 
 import os
@@ -140,14 +152,14 @@ class TestInUse(base.KernelTestCase):
         t0 = time.monotonic()
         e = self.assertRaises(exception.VdpaDeviceInUse,
                               lifecycle.delete_device, self.sysfs, 'vd0',
-                              client_factory=self.kernel.client)
+                              timeout=10, client_factory=self.kernel.client)
         self.assertLess(time.monotonic() - t0, 2)
         self.assertIn('pid 77 (qemu-system-x86_64 -name guest)', str(e))
         self.assertIn('vdpasim_net', str(e))
         self.assertIn('vd0', str(e))
         self.kernel.close_chardev('vd0')
         lifecycle.delete_device(self.sysfs, 'vd0',
-                                client_factory=self.kernel.client)
+                                timeout=10, client_factory=self.kernel.client)
         self.assertEqual([], self.client.list_devices())
         self.assertFalse(os.path.exists(self.node))
 
@@ -162,7 +174,7 @@ class TestInUse(base.KernelTestCase):
         self.addCleanup(os.rename, fd_dir + '.hidden', fd_dir)
         e = self.assertRaises(exception.VdpaDeviceInUse,
                               lifecycle.delete_device, self.sysfs, 'vd0',
-                              client_factory=self.kernel.client)
+                              timeout=10, client_factory=self.kernel.client)
         self.assertIn('pid unknown', str(e))
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
@@ -192,14 +204,14 @@ class TestInUse(base.KernelTestCase):
         self.client.create_device('vd1', 'vdpasim_net')
         self.sysfs.bind('vd1', 'virtio_vdpa')
         lifecycle.delete_device(self.sysfs, 'vd1',
-                                client_factory=self.kernel.client)
+                                timeout=10, client_factory=self.kernel.client)
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
 
     def test_delete_unknown(self):
         self.assertRaises(exception.VdpaDeviceNotFound,
                           lifecycle.delete_device, self.sysfs, 'nope',
-                          client_factory=self.kernel.client)
+                          timeout=10, client_factory=self.kernel.client)
 
     def test_bad_timeout_refused_before_anything(self):
         for bad in (0, -1, 301, 'ten', None):
@@ -213,7 +225,7 @@ class TestInUse(base.KernelTestCase):
         before = threading.active_count()
         for i in range(5):
             self.client.create_device('x%d' % i, 'vdpasim_net')
-            lifecycle.delete_device(self.sysfs, 'x%d' % i,
+            lifecycle.delete_device(self.sysfs, 'x%d' % i, timeout=10,
                                     client_factory=self.kernel.client)
         self.assertLessEqual(threading.active_count(), before + 1)
 
