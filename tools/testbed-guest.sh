@@ -25,6 +25,12 @@ mkdir -p "$logs"
 export NOVA_VDPA_TESTBED=1 NOVA_VDPA_TESTBED_RESULTS=$results
 export NOVA_VDPA_TESTBED_LOGS=$logs NOVA_VDPA_TESTBED_SERVICES=$services
 
+# oslo_privsep.daemon imports eventlet when it is installed (nova needs
+# it) and eventlet warns at import, in every process that imports
+# oslo.privsep (nova's libvirt driver, the tests, the privsep daemon they
+# start). Ignore warnings raised from that one module, nothing else.
+export PYTHONWARNINGS=${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore::Warning:oslo_privsep.daemon
+
 note() { echo "testbed-guest: $*" >&2; }
 fail() { note "$*"; echo 125 > "$results/status"; exit 125; }
 
