@@ -12,6 +12,8 @@
 
 """nova-vdpa: a Nova libvirt driver plugin that allocates vDPA devices.
 
-Importing this package has no side effects: options are registered by
-:func:`nova_vdpa.conf.register_opts`, never at import time.
+Importing this package (or ``nova_vdpa.conf``) has no side effects:
+options are registered by :func:`nova_vdpa.conf.register_opts`. The one
+exception is ``nova_vdpa.privsep``, whose privsep context registers
+``[nova_vdpa_privileged]`` when created, as oslo.privsep contexts do.
 """
