@@ -16,8 +16,8 @@
 #
 # Run as root on a Debian-like host (installs debootstrap if missing). The
 # root, with the bed's packages, kernel cache and tox environments, takes
-# a few GB; it is removed at the end unless --keep is given (after a
-# failure the logs stay in WORKDIR).
+# a few GB; it is removed at the end unless --keep is given (the logs stay
+# in WORKDIR).
 set -eu
 
 keep=
@@ -46,16 +46,14 @@ cleanup() {
     done
     if [ -n "$keep" ]; then
         note "kept $work"
-    elif [ "$status" -eq 0 ]; then
-        rm -rf --one-file-system "$work"
-        note "removed $work"
     else
-        # The logs say what failed; the root (GBs) goes.
+        # The logs stay (kilobytes); the root (GBs) goes.
         rm -rf --one-file-system "$root"
-        note "removed $root; logs kept in $work"
+        note "removed $root; logs in $work"
     fi
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 # The README's commands: the `$ ` lines of its first console block, comment
 # dropped, verbatim otherwise.

@@ -595,6 +595,7 @@ def cmd_test(args):
     # subunit-trace's per-test lines and totals; its summary is not the
     # line CI reads, test_results.py prints that one.
     sys.stdout.write(load.stdout)
+    sys.stdout.flush()
     counted = results(python, 'show', '--env', args.name)
     rc = load.returncode or status or counted
     if rc:
