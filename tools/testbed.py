@@ -656,10 +656,13 @@ def main(argv=None):
                    help='bindep profile; none: the lines without one')
     p.add_argument('--install', action='store_true')
     p.set_defaults(func=cmd_packages)
-    for name, func in (('run', cmd_run), ('test', cmd_test)):
+    # The functional tests need both services; a plain command none.
+    for name, func, services in (('run', cmd_run, ''),
+                                 ('test', cmd_test, 'libvirt,ovs')):
         p = sub.add_parser(name)
-        p.add_argument('--services', default='',
-                       help='comma-separated: libvirt, ovs')
+        p.add_argument('--services', default=services,
+                       help='comma-separated: libvirt, ovs (default: '
+                       f'{services or "none"})')
         p.add_argument('--timeout', type=int, default=3000,
                        help='seconds before the VM is killed')
         p.set_defaults(func=func)

@@ -177,3 +177,24 @@ class TestTestbedTool(testtools.TestCase):
         self.assertEqual(2, rc)
         self.assertIn('no-python does not exist', err.getvalue())
         self.assertEqual(b'previous run', previous.read_bytes())
+
+    def test_test_starts_the_services_the_functional_tests_need(self):
+        # `testbed.py test tests/functional`, as the README shows it, runs
+        # what tox -e functional runs.
+        seen = {}
+
+        def fake_test(args):
+            seen['test'] = testbed._services(args.services)
+            return 0
+
+        def fake_run(args):
+            seen['run'] = testbed._services(args.services)
+            return 0
+
+        self.useFixture(fixtures.MockPatchObject(testbed, 'cmd_test',
+                                                 fake_test))
+        self.useFixture(fixtures.MockPatchObject(testbed, 'cmd_run',
+                                                 fake_run))
+        self.assertEqual(0, testbed.main(['test', 'tests/functional']))
+        self.assertEqual(0, testbed.main(['run', '--', 'true']))
+        self.assertEqual({'test': ['libvirt', 'ovs'], 'run': []}, seen)
