@@ -1,5 +1,19 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """nova-vdpa: a Nova libvirt driver plugin that allocates vDPA devices.
 
-Importing this package has no side effects: options are registered by
-:func:`nova_vdpa.conf.register_opts`, never at import time.
+Importing this package (or ``nova_vdpa.conf``) has no side effects:
+options are registered by :func:`nova_vdpa.conf.register_opts`. The one
+exception is ``nova_vdpa.privsep``, whose privsep context registers
+``[nova_vdpa_privileged]`` when created, as oslo.privsep contexts do.
 """

@@ -1,15 +1,44 @@
-"""The ``[vdpa]`` configuration group of nova-vdpa.
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The configuration of nova-vdpa: ``[nova_vdpa]`` and its privsep daemon.
+
+``[nova_vdpa]`` (not ``[vdpa]``, a name Nova could one day take for itself)
+holds the plugin's options, a plain list: add an option by appending it to
+``vdpa_opts``. ``[nova_vdpa_privileged]`` holds oslo.privsep's options for
+the daemon of ``nova_vdpa.privsep.vdpa_pctxt``.
 
 Nothing is registered at import time: nova-compute (through the driver) and
 the console scripts call :func:`register_opts`; oslo-config-generator reads
-:func:`list_opts` through the ``oslo.config.opts`` entry point ``nova_vdpa``.
+:func:`list_opts` through the ``oslo.config.opts`` entry point
+``nova_vdpa``. The privileged group is registered by oslo.privsep itself,
+on ``cfg.CONF``, when ``nova_vdpa.privsep`` creates its context; it is
+listed here so that the sample configuration shows it.
 """
 
+import copy
+
 from oslo_config import cfg
+from oslo_privsep import capabilities as caps
+from oslo_privsep import priv_context
+
+from nova_vdpa.kernel import validate
+
+#: seconds a deletion may take when ``delete_timeout`` is not set
+DEFAULT_DELETE_TIMEOUT = 10.0
 
 vdpa_group = cfg.OptGroup(
-    'vdpa',
-    title='vDPA options',
+    'nova_vdpa',
+    title='nova-vdpa options',
     help="""
 Options for the nova-vdpa plugin, which creates a vDPA device through the
 kernel's vdpa netlink interface for each port with ``vnic_type=vdpa``
@@ -59,15 +88,59 @@ Related options:
 
 * ``management_devices``
 """),
+    cfg.FloatOpt(
+        'delete_timeout',
+        default=DEFAULT_DELETE_TIMEOUT,
+        min=1.0,
+        max=validate.MAX_TIMEOUT,
+        help="""
+Seconds to wait for the kernel to delete a vDPA device.
+
+nova-vdpa refuses to delete a device while a process (QEMU) holds its
+``/dev/vhost-vdpa-N``, but the kernel's deletion blocks until that file is
+closed, so a process that opens it between the check and the deletion
+would hold the request indefinitely. After this many seconds the
+deletion fails with an error naming the device instead of hanging
+nova-compute; the kernel still completes it once the holder closes the
+file.
+
+Possible values:
+
+* A number of seconds from 1 to 300.
+"""),
 ]
+
+privileged_group = cfg.OptGroup(
+    'nova_vdpa_privileged',
+    title='nova-vdpa privsep daemon options',
+    help="""
+oslo.privsep options of the daemon that creates, binds and deletes vDPA
+devices for nova-vdpa (``nova_vdpa.privsep.vdpa_pctxt``).
+""")
+
+#: the daemon's capabilities (see nova_vdpa.privsep for why these)
+PRIVILEGED_CAPABILITIES = [caps.CAP_NET_ADMIN]
+
+
+def _privileged_opts() -> list[cfg.Opt]:
+    # oslo.privsep's own options, with the default our context gives the
+    # capabilities (PrivContext sets it when it registers the options),
+    # by name: the option reads names and numbers alike.
+    opts = copy.deepcopy(priv_context.OPTS)
+    for opt in opts:
+        if opt.name == 'capabilities':
+            opt.default = [caps.CAPS_BYVALUE[c]
+                           for c in PRIVILEGED_CAPABILITIES]
+    return opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the ``[vdpa]`` group and its options on ``conf``."""
+    """Register the ``[nova_vdpa]`` group and its options on ``conf``."""
     conf.register_group(vdpa_group)
     conf.register_opts(vdpa_opts, group=vdpa_group)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
     """Return the options for oslo-config-generator."""
-    return [(vdpa_group, list(vdpa_opts))]
+    return [(vdpa_group, list(vdpa_opts)),
+            (privileged_group, _privileged_opts())]

@@ -1,4 +1,16 @@
 #!/usr/bin/env python3
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """Benchmark nova_vdpa.kernel against the operator recipe and the floor.
 
 Run inside the test bed (root, vdpa_sim_net loaded)::
@@ -44,7 +56,7 @@ RECIPE = ('echo vhost_vdpa > {bus}/devices/{n}/driver_override && '
 
 def ours(client, fs, name):
     lifecycle.create_device(client, fs, name, SIM)
-    lifecycle.delete_device(fs, name)
+    lifecycle.delete_device(fs, name, timeout=10)
 
 
 def recipe(name):

@@ -1,7 +1,23 @@
 #!/usr/bin/env python3
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """Collect the subunit results of each tox environment and count them.
 
-``save --env NAME`` stores the last stestr run as .test-results/NAME.subunit;
+``save --env NAME`` stores the last stestr run as .test-results/NAME.subunit
+(tox's py3 env), ``show --env NAME`` counts a stream already there (the
+functional tests' results come from the test bed), ``fail --env NAME
+--reason TEXT`` records one failed test carrying the reason a run produced
+no results; each prints ``NAME: N passed, N failed, N skipped``.
 ``summary`` reads every stream there and prints one line per environment
 and, last, the totals as ``N passed, N failed, N skipped``: the line CI
 reads (stestr's own summary is not a format CI recognises). Skips are
@@ -50,14 +66,42 @@ def line(counts):
             f'{counts["skipped"]} skipped')
 
 
+def show(env):
+    """Print ``env``'s line; 1 when a test failed or none passed."""
+    path = RESULTS / f'{env}.subunit'
+    if not path.exists():
+        print(f'{env}: no test results')
+        return 1
+    c = count(path)
+    print(f'{env}: {line(c)}')
+    return 1 if c['failed'] or not c['passed'] else 0
+
+
 def save(env):
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f'{env}.subunit'
     with open(out, 'wb') as f:
-        subprocess.run([sys.executable, '-m', 'stestr', 'last', '--subunit'],
-                       stdout=f, check=True)
-    print(f'{env}: {line(count(out))}')
-    return 0
+        last = subprocess.run([sys.executable, '-m', 'stestr', 'last',
+                               '--subunit'], stdout=f)
+    if last.returncode:
+        # stestr has no run to report (the tests could not be loaded):
+        # tox already failed; leave no stream that would count as a run.
+        out.unlink()
+    return show(env)
+
+
+def fail(env, reason):
+    """Replace ``env``'s results by one failed test that says why."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f'{env}.subunit'
+    test_id = f'tests.{env}.no_results'
+    with open(path, 'wb') as f:
+        out = subunit.StreamResultToBytes(f)
+        out.status(test_id=test_id, test_status='inprogress')
+        out.status(test_id=test_id, test_status='fail', file_name='reason',
+                   file_bytes=reason.encode(), mime_type='text/plain',
+                   eof=True)
+    return show(env)
 
 
 def summary():
@@ -71,14 +115,20 @@ def summary():
     return 1 if total['failed'] or not total['passed'] else 0
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='cmd', required=True)
-    p = sub.add_parser('save')
-    p.add_argument('--env', required=True)
+    for name in ('save', 'show', 'fail'):
+        p = sub.add_parser(name)
+        p.add_argument('--env', required=True)
+    sub.choices['fail'].add_argument('--reason', required=True)
     sub.add_parser('summary')
-    args = parser.parse_args()
-    return save(args.env) if args.cmd == 'save' else summary()
+    args = parser.parse_args(argv)
+    if args.cmd == 'summary':
+        return summary()
+    if args.cmd == 'fail':
+        return fail(args.env, args.reason)
+    return {'save': save, 'show': show}[args.cmd](args.env)
 
 
 if __name__ == '__main__':

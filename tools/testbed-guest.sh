@@ -25,6 +25,12 @@ mkdir -p "$logs"
 export NOVA_VDPA_TESTBED=1 NOVA_VDPA_TESTBED_RESULTS=$results
 export NOVA_VDPA_TESTBED_LOGS=$logs NOVA_VDPA_TESTBED_SERVICES=$services
 
+# oslo_privsep.daemon imports eventlet when it is installed (nova needs
+# it) and eventlet warns at import, in every process that imports
+# oslo.privsep (nova's libvirt driver, the tests, the privsep daemon they
+# start). Ignore warnings raised from that one module, nothing else.
+export PYTHONWARNINGS=${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore::Warning:oslo_privsep.daemon
+
 note() { echo "testbed-guest: $*" >&2; }
 fail() { note "$*"; echo 125 > "$results/status"; exit 125; }
 
@@ -79,11 +85,15 @@ ovs_start() {
     export NOVA_VDPA_TESTBED_OVSDB=unix:$d/db.sock
     ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema \
         || fail "ovsdb-tool create failed"
+    # Each daemon announces its log file on stderr before -vconsole:off
+    # applies: that line goes to the logs folder with the rest.
     ovsdb-server "$d/conf.db" --remote="punix:$d/db.sock" \
-        --pidfile --detach --log-file -vconsole:off || fail "ovsdb-server did not start"
+        --pidfile --detach --log-file -vconsole:off 2>>"$logs/ovs-start.log" \
+        || fail "ovsdb-server did not start (see $logs/ovs-start.log)"
     ovs-vsctl --no-wait init || fail "ovs-vsctl init failed"
     ovs-vswitchd "unix:$d/db.sock" --pidfile --detach --log-file -vconsole:off \
-        || fail "ovs-vswitchd did not start"
+        2>>"$logs/ovs-start.log" \
+        || fail "ovs-vswitchd did not start (see $logs/ovs-start.log)"
     note "Open vSwitch running in $d"
 }
 

@@ -1,4 +1,16 @@
 #!/usr/bin/env python3
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """The nova-vdpa test bed: a real Debian 6.12 kernel in a small QEMU VM.
 
 The bed boots Debian's 6.12 kernel with virtme-ng, the host filesystem
@@ -15,6 +27,8 @@ Sub-commands::
     testbed.py test [opts] [PATH]   run functional tests in one guest Python
                                     process; subunit lands in .test-results/
     testbed.py info                 show what the bed would use
+    testbed.py packages [PROFILE]   list (--install) missing packages of
+                                    bindep.txt (tools/dev.sh uses it)
 
 Only the standard library is used, so this runs before any virtualenv
 exists. Downloads and builds are cached outside the checkout, in
@@ -23,6 +37,7 @@ fresh clone reuses them; per-run output goes to ``.testbed/`` (git-ignored).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import pathlib
@@ -32,6 +47,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -41,17 +57,11 @@ CACHE = pathlib.Path(os.environ.get(
 RUN_DIR = REPO / '.testbed'
 RESULTS_DIR = REPO / '.test-results'
 
-# Debian packages the bed needs on the host. The guest runs the host's own
-# binaries (libvirtd, qemu, ovs-vswitchd, vdpa), so they are installed here.
-HOST_PACKAGES = [
-    'qemu-system-x86', 'udev', 'kmod', 'busybox-static', 'iproute2',
-    'libvirt-daemon-system', 'libvirt-clients', 'libvirt-dev', 'pkg-config',
-    # xmllint: virt-xml-validate (libvirt-clients) needs it, Debian only
-    # recommends it.
-    'libxml2-utils',
-    'openvswitch-switch', 'make', 'gcc', 'gcc-12', 'libc6-dev', 'xz-utils',
-    'bc', 'flex', 'bison', 'libelf-dev',
-]
+# Debian packages: bindep.txt lists them (one source for the bed, for
+# tools/dev.sh and for the bindep tool); see bindep_packages.
+BINDEP = REPO / 'bindep.txt'
+# The bed's packages are bindep's "test" profile.
+BED_PROFILE = 'test'
 VIRTME_NG = 'virtme-ng==1.42'
 KERNEL_SERIES = '6.12'
 FLAVOUR = 'amd64'
@@ -119,13 +129,59 @@ def apt_update():
         _apt_updated = True
 
 
-def ensure_host_packages():
+def bindep_packages(profile=None, path=None):
+    """The Debian packages bindep.txt selects for ``profile``.
+
+    The subset of bindep's format the file uses: ``name [selector ...]``
+    where a selector is ``platform:dpkg`` (or ``platform:debian``) or a
+    profile name. As with bindep, a line without a profile is selected for
+    every profile, and ``profile=None`` selects only those. Anything else
+    (negation, versions, other platforms only) is refused rather than
+    misread.
+    """
+    path = path or BINDEP
+    selected = []
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split('#', 1)[0].strip()
+        if not line:
+            continue
+        name, _, rest = line.partition('[')
+        words = name.split()
+        rest = rest.strip()
+        if len(words) != 1 or (rest and not rest.endswith(']')):
+            raise BedError(f'{path.name}:{number}: expected "package '
+                           f'[selectors]", got {raw.strip()!r}')
+        selectors = rest[:-1].split() if rest else []
+        platforms = [s for s in selectors if s.startswith('platform:')]
+        profiles = [s for s in selectors if not s.startswith('platform:')]
+        if any(s.startswith('!') for s in selectors):
+            raise BedError(f'{path.name}:{number}: negated selectors are '
+                           'not supported here')
+        if platforms and not {'platform:dpkg', 'platform:debian'} & set(
+                platforms):
+            continue
+        if not profiles or profile in profiles:
+            selected.append(words[0])
+    return selected
+
+
+def missing_packages(packages):
+    """Those of ``packages`` dpkg does not list as installed."""
+    if shutil.which('dpkg-query') is None:
+        raise BedError('dpkg-query not found: the project installs its '
+                       'packages on Debian only (see bindep.txt)')
     missing = []
-    for pkg in HOST_PACKAGES:
+    for pkg in packages:
         proc = subprocess.run(['dpkg-query', '-W', '-f=${Status}', pkg],
                               capture_output=True, text=True)
         if 'install ok installed' not in proc.stdout:
             missing.append(pkg)
+    return missing
+
+
+def ensure_packages(profile=None):
+    """Install what bindep.txt selects for ``profile`` and is missing."""
+    missing = missing_packages(bindep_packages(profile))
     if not missing:
         return
     if os.geteuid() != 0:
@@ -336,9 +392,11 @@ def use_kvm(info):
     except subprocess.TimeoutExpired:
         boots, detail = False, 'timed out'
     probe.write_text(json.dumps({'boots': boots, 'detail': detail}))
-    log(f'KVM {"boots" if boots else "does not boot"} the kernel'
-        + ('' if boots else f' ({detail.splitlines()[-1] if detail else ""})'
-           + '; using TCG'))
+    # What QEMU said is kept in the probe file, not shown: on a paravirtual
+    # KVM it is an assertion or an emulation failure nobody has to act on.
+    log('KVM boots the kernel: the bed uses KVM' if boots else
+        f'KVM cannot boot the kernel on this host: the bed uses TCG '
+        f'(slower; QEMU\'s output is in {probe})')
     return boots
 
 
@@ -351,7 +409,7 @@ def _vng_env():
 
 def prepare():
     CACHE.mkdir(parents=True, exist_ok=True)
-    ensure_host_packages()
+    ensure_packages(BED_PROFILE)
     ensure_virtme_ng()
     info = ensure_kernel()
     info['kvm'] = use_kvm(info)
@@ -396,8 +454,15 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
     log(f'booting {info["kernelrelease"]} under '
         f'{"KVM" if info["kvm"] else "TCG"}: {shlex.join(command)}')
     t0 = time.monotonic()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # QEMU reopens /proc/self/fd/1 and /proc/self/fd/2 (vng's guest output
+    # ports), which truncates them when they are files: `testbed.py run ..
+    # >> log` lost what was written before. vng gets pipes; we copy.
     proc = subprocess.Popen(argv, cwd=REPO, env=_vng_env(),
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    relays = [_relay(proc.stdout, sys.stdout), _relay(proc.stderr, sys.stderr)]
     try:
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -405,6 +470,9 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
         proc.wait()
         raise BedError(f'the guest command ran over {timeout} s and was '
                        'killed; logs are in ' + str(rundir / 'logs'))
+    finally:
+        for relay in relays:
+            relay.join(5)
     status_file = rundir / 'status'
     if not status_file.exists():
         raise BedError(
@@ -416,6 +484,19 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
     log(f'guest finished with status {status} after '
         f'{time.monotonic() - t0:.0f} s')
     return status, rundir
+
+
+def _relay(pipe, stream):
+    """Copy ``pipe`` to ``stream`` as data arrives, on a daemon thread."""
+    def copy():
+        out = stream.buffer
+        with pipe:
+            while data := os.read(pipe.fileno(), 65536):
+                out.write(data)
+                out.flush()
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return thread
 
 
 def console_tail(path, lines=60):
@@ -443,12 +524,48 @@ def cmd_run(args):
     return status
 
 
+def test_python(requested=None):
+    """The interpreter that runs the functional tests (in the guest too).
+
+    It must have the test requirements (python-subunit, stestr, nova):
+    ``--python``, else this interpreter when it has them (tox runs us with
+    the env's own), else the ``functional`` tox env of this checkout.
+    """
+    if requested:
+        python = pathlib.Path(requested)
+    elif importlib.util.find_spec('subunit') is not None:
+        python = pathlib.Path(sys.executable)
+    else:
+        python = REPO / '.tox' / 'functional' / 'bin' / 'python'
+    if not python.exists():
+        raise BedError(f'{python} does not exist: the functional tests need '
+                       'their tox environment; create it once with '
+                       '`tools/dev.sh test -e functional` or name a Python '
+                       'that has the test requirements with --python')
+    proc = subprocess.run([str(python), '-c', 'import subunit, stestr'],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise BedError(f'{python} lacks the test requirements (subunit, '
+                       'stestr): use the functional tox environment')
+    return python
+
+
+def results(python, *args):
+    """Run tools/test_results.py with the test interpreter; its status."""
+    script = REPO / 'tools' / 'test_results.py'
+    return subprocess.run([str(python), str(script), *args],
+                          cwd=REPO).returncode
+
+
 def cmd_test(args):
-    """Run functional tests inside the bed and load their results."""
-    RESULTS_DIR.mkdir(exist_ok=True)
+    """Run functional tests inside the bed and load their results.
+
+    The previous results are replaced only once this run has some: its
+    own, or one failed test that says why there are none.
+    """
+    python = test_python(args.python)
     stream = RESULTS_DIR / f'{args.name}.subunit'
-    stream.unlink(missing_ok=True)
-    inner = (f'exec {shlex.quote(sys.executable)} -m subunit.run discover '
+    inner = (f'exec {shlex.quote(str(python))} -m subunit.run discover '
              f'-t {shlex.quote(str(REPO))} '
              f'-s {shlex.quote(str(REPO / args.path))} '
              f'-p {shlex.quote(args.pattern)} '
@@ -460,47 +577,60 @@ def cmd_test(args):
     except BedError as e:
         # Never a silent skip: a bed that does not boot fails the run, and
         # the results say so.
-        return bed_failure(stream, f'the functional tests could not run: {e}')
+        return bed_failure(python, args.name,
+                           f'the functional tests could not run: {e}')
     produced = rundir / 'functional.subunit'
     if not produced.exists() or produced.stat().st_size == 0:
-        return bed_failure(stream, 'the guest produced no test results '
+        return bed_failure(python, args.name,
+                           'the guest produced no test results '
                            f'(status {status}); logs in {rundir / "logs"}')
+    RESULTS_DIR.mkdir(exist_ok=True)
     shutil.copy(produced, stream)
     repo_url = REPO / f'.stestr.{args.name}'
     repo_url.mkdir(exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, '-m', 'stestr', '--repo-url', str(repo_url),
-         'load', '--force-init', '--subunit-trace', str(stream)], cwd=REPO)
-    if proc.returncode or status:
+    load = subprocess.run(
+        [str(python), '-m', 'stestr', '--repo-url', str(repo_url),
+         'load', '--force-init', '--subunit-trace', str(stream)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    # subunit-trace's per-test lines and totals; its summary is not the
+    # line CI reads, test_results.py prints that one.
+    sys.stdout.write(load.stdout)
+    sys.stdout.flush()
+    counted = results(python, 'show', '--env', args.name)
+    rc = load.returncode or status or counted
+    if rc:
         log(f'service logs kept in {rundir / "logs"}')
-        return proc.returncode or status
+        return rc
     discard(rundir)
     return 0
 
 
-def bed_failure(stream, reason):
+def bed_failure(python, name, reason):
     """Record one failed test that carries ``reason``; return 2."""
-    import subunit  # only in the tox env that runs the tests
     log(f'FAILED: {reason}')
-    with open(stream, 'wb') as f:
-        out = subunit.StreamResultToBytes(f)
-        test_id = 'tests.functional.testbed.boot'
-        out.status(test_id=test_id, test_status='inprogress')
-        out.status(test_id=test_id, test_status='fail', file_name='reason',
-                   file_bytes=reason.encode(), mime_type='text/plain',
-                   eof=True)
+    results(python, 'fail', '--env', name, '--reason', reason)
     return 2
 
 
 def cmd_prepare(args):
     info = prepare()
-    print(json.dumps(info, indent=1))
+    log(f'ready: kernel {info["kernelrelease"]} (Debian {info["version"]}) '
+        f'under {"KVM" if info["kvm"] else "TCG"}')
+    return 0
+
+
+def cmd_packages(args):
+    if args.install:
+        ensure_packages(args.profile)
+    else:
+        for pkg in missing_packages(bindep_packages(args.profile)):
+            print(pkg)
     return 0
 
 
 def cmd_info(args):
     print(json.dumps({'cache': str(CACHE), 'kernels': cached_kernels(),
-                      'host_packages': HOST_PACKAGES,
+                      'bed_packages': bindep_packages(BED_PROFILE),
                       'guest_modules': GUEST_MODULES}, indent=1))
     return 0
 
@@ -519,10 +649,20 @@ def main(argv=None):
     sub = parser.add_subparsers(dest='cmd', required=True)
     sub.add_parser('prepare').set_defaults(func=cmd_prepare)
     sub.add_parser('info').set_defaults(func=cmd_info)
-    for name, func in (('run', cmd_run), ('test', cmd_test)):
+    p = sub.add_parser('packages',
+                       help='list (or --install) the Debian packages of '
+                       'bindep.txt that are missing')
+    p.add_argument('profile', nargs='?', default=None,
+                   help='bindep profile; none: the lines without one')
+    p.add_argument('--install', action='store_true')
+    p.set_defaults(func=cmd_packages)
+    # The functional tests need both services; a plain command none.
+    for name, func, services in (('run', cmd_run, ''),
+                                 ('test', cmd_test, 'libvirt,ovs')):
         p = sub.add_parser(name)
-        p.add_argument('--services', default='',
-                       help='comma-separated: libvirt, ovs')
+        p.add_argument('--services', default=services,
+                       help='comma-separated: libvirt, ovs (default: '
+                       f'{services or "none"})')
         p.add_argument('--timeout', type=int, default=3000,
                        help='seconds before the VM is killed')
         p.set_defaults(func=func)
@@ -532,6 +672,9 @@ def main(argv=None):
     sub.choices['test'].add_argument(
         '--pattern', default='test*.py',
         help='test file name pattern, e.g. test_netlink*.py')
+    sub.choices['test'].add_argument(
+        '--python', help='Python with the test requirements (default: '
+        'this one if it has them, else .tox/functional/bin/python)')
     sub.choices['test'].add_argument(
         '--name', default='functional',
         help='results go to .test-results/NAME.subunit and .stestr.NAME')

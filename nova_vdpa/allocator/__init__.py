@@ -71,7 +71,6 @@ from oslo_log import log as logging
 from nova_vdpa.allocator import reader as reader_mod
 from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
-from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs as sysfs_mod
@@ -192,7 +191,7 @@ class Allocator:
 
     def __init__(self, management_devices: Sequence[str] = (),
                  simulated_vfs: Mapping[str, str] | None = None,
-                 delete_timeout: float = lifecycle.DEFAULT_DELETE_TIMEOUT,
+                 delete_timeout: float = vdpa_conf.DEFAULT_DELETE_TIMEOUT,
                  read_timeout: float = DEFAULT_READ_TIMEOUT,
                  client_factory: ClientFactory = netlink.VdpaClient,
                  sysfs: sysfs_mod.VdpaSysfs | None = None) -> None:

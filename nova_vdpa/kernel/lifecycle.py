@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """Create-and-bind and safe deletion of vDPA devices.
 
 These combine the netlink client and sysfs into the two operations the rest
@@ -28,9 +40,6 @@ from nova_vdpa.kernel import sysfs as sysfs_mod
 from nova_vdpa.kernel import validate
 
 LOG = logging.getLogger(__name__)
-
-#: seconds a deletion may take before the caller gets an error
-DEFAULT_DELETE_TIMEOUT = 10.0
 
 ClientFactory = Callable[[], netlink.VdpaClient]
 
@@ -200,15 +209,16 @@ def _worker(client_factory: ClientFactory) -> _DeleteWorker:
         return worker
 
 
-def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str,
-                  timeout: float = DEFAULT_DELETE_TIMEOUT,
+def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str, *,
+                  timeout: float,
                   client_factory: ClientFactory = netlink.VdpaClient) -> None:
     """Delete ``name`` unless it is in use; never block past ``timeout``.
 
     :param sysfs: where to look for holders of the chardev.
     :param name: the device to delete.
     :param timeout: seconds to wait for the kernel (a process may open the
-        chardev between the check and the deletion).
+        chardev between the check and the deletion); callers pass
+        ``[nova_vdpa] delete_timeout`` (this layer reads no configuration).
     :param client_factory: builds the worker thread's netlink client.
     :raises: VdpaDeviceInUse, VdpaDeleteTimeout, VdpaDeviceNotFound,
         VdpaNotLoaded, VdpaPermissionDenied, VdpaInvalidArgument

@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """Privileged entrypoints of nova-vdpa (oslo.privsep).
 
 Holds the single privsep context and the narrow functions that need it.
@@ -19,16 +31,25 @@ tests/functional/test_kernel_privsep.py and the release note):
   daemon read the file table of a holder that has more privileges than it
   (QEMU). The exclusive open of the chardev proves a holder exists without
   it; the error then says "pid unknown".
+
+Configuration: creating the context registers oslo.privsep's options as
+``[nova_vdpa_privileged]`` on ``cfg.CONF`` (oslo.privsep does that in
+``PrivContext``, for every project); importing this package is therefore
+not free of side effects, unlike importing ``nova_vdpa`` or
+``nova_vdpa.conf``. The group name and the capability set above live in
+``nova_vdpa.conf``, whose ``list_opts`` shows the same options with the
+same defaults in the sample configuration.
 """
 
-from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
+
+from nova_vdpa import conf
 
 vdpa_pctxt: priv_context.PrivContext = priv_context.PrivContext(
     'nova_vdpa.privsep',
-    cfg_section='nova_vdpa_privileged',
+    cfg_section=conf.privileged_group.name,
     pypath=__name__ + '.vdpa_pctxt',
-    capabilities=[caps.CAP_NET_ADMIN],
+    capabilities=conf.PRIVILEGED_CAPABILITIES,
 )
 
 # The daemon imports this module to find the context: import the

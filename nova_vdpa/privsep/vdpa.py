@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """The privileged vDPA primitives: create (and bind), bind, delete.
 
 Each public function checks its arguments here, unprivileged, then calls
@@ -199,12 +211,12 @@ def _bind_device(name: str) -> str:
     return s.chardev(name)
 
 
-def delete_device(name: str,
-                  timeout: float = lifecycle.DEFAULT_DELETE_TIMEOUT) -> None:
+def delete_device(name: str, timeout: float) -> None:
     """Delete a device of ours unless a process holds it (privileged).
 
-    :param timeout: seconds the daemon waits for the kernel's deletion;
-        the call itself ends after :data:`DELETE_CALL_TIMEOUT` at most.
+    :param timeout: seconds the daemon waits for the kernel's deletion
+        (``[nova_vdpa] delete_timeout``); the call itself ends after
+        :data:`DELETE_CALL_TIMEOUT` at most.
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
         (the daemon checks the management device too); VdpaDeviceInUse,
         VdpaDeleteTimeout, VdpaKernelTimeout, VdpaDeviceNotFound.

@@ -105,7 +105,8 @@ class TestAllocator(AllocatorBedTestCase):
         self.run_cmd('vdpa', 'dev', 'add', 'name', OPERATOR_DEVICE,
                      'mgmtdev', 'vdpasim_net')
         # Refused before escalation...
-        for call in (lambda: priv_vdpa.delete_device(OPERATOR_DEVICE),
+        for call in (lambda: priv_vdpa.delete_device(OPERATOR_DEVICE,
+                                                     timeout=10),
                      lambda: priv_vdpa.bind_device(OPERATOR_DEVICE),
                      lambda: priv_vdpa.create_device('opvdpa1',
                                                      'vdpasim_net')):

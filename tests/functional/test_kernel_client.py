@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """nova_vdpa.kernel against the real 6.12 kernel, compared with iproute2.
 
 Each rule the unit tests' fake kernel enforces is checked here for real:
@@ -271,7 +283,8 @@ class TestInUse(KernelTestCase):
                          [h.pid for h in self.sysfs.holders(self.node)])
         t0 = time.monotonic()
         e = self.assertRaises(exception.VdpaDeviceInUse,
-                              lifecycle.delete_device, self.sysfs, 'use0')
+                              lifecycle.delete_device, self.sysfs, 'use0',
+                              timeout=10)
         self.assertLess(time.monotonic() - t0, 5)
         self.assertIn('pid %d' % os.getpid(), str(e))
         self.assertIn('python', str(e))
@@ -279,7 +292,7 @@ class TestInUse(KernelTestCase):
         self.assertIn('its character device %s is held' % self.node, str(e))
         self.assertNotIn('attribute', str(e))
         close()
-        lifecycle.delete_device(self.sysfs, 'use0')
+        lifecycle.delete_device(self.sysfs, 'use0', timeout=10)
         self.assertEqual([], self.client.list_devices())
         self.assertFalse(os.path.exists(self.node))
 
@@ -307,7 +320,7 @@ class TestInUse(KernelTestCase):
         self.assertFalse(os.path.exists('/sys/bus/vdpa/devices/use0'))
         # The worker is free again.
         self.create('use1')
-        lifecycle.delete_device(self.sysfs, 'use1')
+        lifecycle.delete_device(self.sysfs, 'use1', timeout=10)
 
     def test_stuck_deletion_holds_its_process_until_the_holder_closes(self):
         # What the fake kernel cannot show: DEV_DEL waits uninterruptibly
@@ -470,7 +483,7 @@ class TestDevicesOtherToolsMade(KernelTestCase):
                 self.assertIn(node, str(e))
             finally:
                 os.close(fd)
-            lifecycle.delete_device(self.sysfs, name)
+            lifecycle.delete_device(self.sysfs, name, timeout=10)
         self.assertEqual([], self.client.list_devices())
 
     def test_trailing_newline_twins(self):
@@ -487,10 +500,10 @@ class TestDevicesOtherToolsMade(KernelTestCase):
             e = self.assertRaises(exception.VdpaBindError, self.sysfs.bind,
                                   name)
             self.assertIn('trailing newline', str(e))
-        lifecycle.delete_device(self.sysfs, 'tw')
+        lifecycle.delete_device(self.sysfs, 'tw', timeout=10)
         self.sysfs.bind('tw\n')
         self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver('tw\n'))
-        lifecycle.delete_device(self.sysfs, 'tw\n')
+        lifecycle.delete_device(self.sysfs, 'tw\n', timeout=10)
         self.assertEqual([], self.client.list_devices())
 
 

@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """A real privsep daemon (privsep-helper, no sudo: the bed runs as root).
 
 Proves the context's capability set is enough: the daemon runs with
@@ -87,7 +99,8 @@ class TestPrivsepDaemon(base.BedTestCase):
         fd = os.open(node, os.O_RDWR)
         try:
             e = self.assertRaises(exception.VdpaDeviceInUse,
-                                  priv_vdpa.delete_device, PRIV0)
+                                  priv_vdpa.delete_device, PRIV0,
+                                  timeout=10)
             # This process has every capability, the daemon only
             # CAP_NET_ADMIN: without CAP_SYS_PTRACE the kernel hides our
             # file table from it, and the exclusive open alone proves the
@@ -95,7 +108,7 @@ class TestPrivsepDaemon(base.BedTestCase):
             self.assertIn('pid unknown', str(e))
         finally:
             os.close(fd)
-        priv_vdpa.delete_device(PRIV0)
+        priv_vdpa.delete_device(PRIV0, timeout=10)
         self.assertEqual([], [d.name for d in self.client.list_devices()])
 
     def _cleanup(self, name):

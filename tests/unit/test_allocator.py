@@ -469,7 +469,7 @@ class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
 
     def test_operator_device_is_never_deleted_or_bound(self):
         self.operator_device('vdpa0', 'vdpasim_net', sysfs.VIRTIO_VDPA)
-        for call in (lambda: priv_vdpa.delete_device('vdpa0'),
+        for call in (lambda: priv_vdpa.delete_device('vdpa0', timeout=10),
                      lambda: priv_vdpa.bind_device('vdpa0'),
                      # The daemon side, as a compromised caller reaches it.
                      lambda: priv_vdpa._delete_device('vdpa0', 5.0),

@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """The privsep entrypoints, run in-process against the fake kernel.
 
 No test may start a privsep helper: PrivContext.start fails loudly here.
@@ -51,9 +63,9 @@ class TestInProcess(PrivsepTestCase):
         self.assertEqual(self.sysfs.chardev(VD0), node)
         self.kernel.open_chardev(VD0, pid=55)
         self.assertRaises(exception.VdpaDeviceInUse,
-                          priv_vdpa.delete_device, VD0)
+                          priv_vdpa.delete_device, VD0, timeout=10)
         self.kernel.close_chardev(VD0)
-        priv_vdpa.delete_device(VD0)
+        priv_vdpa.delete_device(VD0, timeout=10)
         self.assertEqual([], self.client.list_devices())
 
     def test_kernel_errors_are_typed(self):
@@ -75,7 +87,7 @@ class TestInProcess(PrivsepTestCase):
                 (exception.VdpaManagementDeviceNotFound,
                  lambda: priv_vdpa.create_device(VD1, 'nope'), 'nope'),
                 (exception.VdpaDeviceInUse,
-                 lambda: priv_vdpa.delete_device(VD0), node)):
+                 lambda: priv_vdpa.delete_device(VD0, timeout=10), node)):
             e = self.assertRaises(error, call)
             again = type(e)(*e.args)
             self.assertEqual(str(e), str(again))
@@ -99,8 +111,8 @@ class TestChecksBeforeEscalation(PrivsepTestCase):
                     X, 'vdpasim_net', mac='02:00:00:00:00:01\n'),
                 lambda: priv_vdpa.bind_device('a/b'),
                 lambda: priv_vdpa.bind_device(''),
-                lambda: priv_vdpa.delete_device('..'),
-                lambda: priv_vdpa.delete_device('a\0b'),
+                lambda: priv_vdpa.delete_device('..', timeout=10),
+                lambda: priv_vdpa.delete_device('a\0b', timeout=10),
                 lambda: priv_vdpa.delete_device(X, timeout=0),
                 lambda: priv_vdpa.delete_device(X, timeout=301),
                 lambda: priv_vdpa.delete_device(X, timeout=True)):

@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """Binding, chardevs, holders, VF facts and safe deletion on the fake tree."""
 
 import errno
@@ -190,7 +202,8 @@ class TestDevicesOtherToolsMade(base.KernelTestCase):
             self.assertIn(node, str(e))
             self.kernel.close_chardev(name)
             lifecycle.delete_device(self.sysfs, name,
-                                    client_factory=self.kernel.client)
+                                    client_factory=self.kernel.client,
+                                    timeout=10)
         self.assertEqual([], self.client.list_devices())
 
     def test_name_twins_by_trailing_newline_are_never_confused(self):
@@ -207,7 +220,7 @@ class TestDevicesOtherToolsMade(base.KernelTestCase):
                          [(d.driver, d.override)
                           for d in self.kernel.devices.values()])
         lifecycle.delete_device(self.sysfs, 'tw',
-                                client_factory=self.kernel.client)
+                                client_factory=self.kernel.client, timeout=10)
         self.sysfs.bind('tw\n')
         self.assertEqual('vhost_vdpa', self.sysfs.driver('tw\n'))
 
@@ -310,7 +323,7 @@ class TestInUse(base.KernelTestCase):
         t0 = time.monotonic()
         e = self.assertRaises(exception.VdpaDeviceInUse,
                               lifecycle.delete_device, self.sysfs, 'vd0',
-                              client_factory=self.kernel.client)
+                              timeout=10, client_factory=self.kernel.client)
         self.assertLess(time.monotonic() - t0, 2)
         self.assertIn('pid 77 (qemu-system-x86_64 -name guest)', str(e))
         self.assertIn('vdpasim_net', str(e))
@@ -320,7 +333,7 @@ class TestInUse(base.KernelTestCase):
         self.assertNotIn('attribute', str(e))
         self.kernel.close_chardev('vd0')
         lifecycle.delete_device(self.sysfs, 'vd0',
-                                client_factory=self.kernel.client)
+                                timeout=10, client_factory=self.kernel.client)
         self.assertEqual([], self.client.list_devices())
         self.assertFalse(os.path.exists(self.node))
 
@@ -335,7 +348,7 @@ class TestInUse(base.KernelTestCase):
         self.addCleanup(os.rename, fd_dir + '.hidden', fd_dir)
         e = self.assertRaises(exception.VdpaDeviceInUse,
                               lifecycle.delete_device, self.sysfs, 'vd0',
-                              client_factory=self.kernel.client)
+                              timeout=10, client_factory=self.kernel.client)
         self.assertIn('pid unknown', str(e))
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
@@ -365,7 +378,7 @@ class TestInUse(base.KernelTestCase):
         self.client.create_device('vd1', 'vdpasim_net')
         self.sysfs.bind('vd1', 'virtio_vdpa')
         lifecycle.delete_device(self.sysfs, 'vd1',
-                                client_factory=self.kernel.client)
+                                timeout=10, client_factory=self.kernel.client)
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
 
@@ -380,7 +393,8 @@ class TestInUse(base.KernelTestCase):
         self.kernel.unload()
         for call in (
                 lambda: lifecycle.delete_device(
-                    self.sysfs, 'vd0', client_factory=self.kernel.client),
+                    self.sysfs, 'vd0', client_factory=self.kernel.client,
+                    timeout=10),
                 lambda: self.sysfs.driver('vd0'),
                 lambda: self.sysfs.exists('vd0'),
                 lambda: self.sysfs.chardev('vd0'),
@@ -481,7 +495,7 @@ class TestInUse(base.KernelTestCase):
         before = threading.active_count()
         for i in range(5):
             self.client.create_device('x%d' % i, 'vdpasim_net')
-            lifecycle.delete_device(self.sysfs, 'x%d' % i,
+            lifecycle.delete_device(self.sysfs, 'x%d' % i, timeout=10,
                                     client_factory=self.kernel.client)
         self.assertLessEqual(threading.active_count(), before + 1)
 

@@ -1,3 +1,15 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """The installed wheel plugs into nova's driver loader.
 
 tox installs nova-vdpa from a wheel it builds (``package = wheel``) into the
@@ -33,6 +45,12 @@ PROBE = textwrap.dedent('''
         'module_installed': str(dist.locate_file(
             'nova/virt/nova_vdpa/__init__.py')),
         'direct_url': dist.read_text('direct_url.json'),
+        'license': (dist.read_text('licenses/LICENSE')
+                    or dist.read_text('LICENSE') or ''),
+        'config_groups': [
+            group.name
+            for ep in metadata.entry_points(group='oslo.config.opts')
+            if ep.name == 'nova_vdpa' for group, _ in ep.load()()],
     }))
 ''')
 
@@ -66,3 +84,12 @@ class TestNovaLoader(base.TestCase):
         self.assertEqual(self.info['module_installed'],
                          self.info['module_file'])
         self.assertIn('site-packages', self.info['module_file'])
+
+    def test_wheel_ships_the_apache_license(self):
+        self.assertIn('Apache License', self.info['license'])
+        self.assertIn('Version 2.0, January 2004', self.info['license'])
+
+    def test_config_generator_sees_both_groups(self):
+        # What oslo-config-generator (tox -e genconfig) reads.
+        self.assertEqual(['nova_vdpa', 'nova_vdpa_privileged'],
+                         self.info['config_groups'])

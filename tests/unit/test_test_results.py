@@ -1,11 +1,27 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """tools/test_results.py: the counts CI reads."""
 
+import contextlib
 import importlib.util
+import io
 import os
 import pathlib
 import tempfile
 
+import fixtures
 import subunit
+import testtools
 
 from tests.unit import base
 
@@ -47,3 +63,44 @@ class TestCount(base.TestCase):
                             ('c', 'xfail')])
         self.assertEqual({'passed': 1, 'failed': 2, 'skipped': 0},
                          test_results.count(path))
+
+
+class TestStreams(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.results = pathlib.Path(self.useFixture(fixtures.TempDir()).path)
+        self.useFixture(fixtures.MockPatchObject(test_results, 'RESULTS',
+                                                 self.results))
+
+    def run_main(self, *argv):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = test_results.main(list(argv))
+        return rc, out.getvalue()
+
+    def test_fail_records_one_failed_test_with_the_reason(self):
+        (self.results / 'functional.subunit').write_bytes(b'old')
+        rc, out = self.run_main('fail', '--env', 'functional',
+                                '--reason', 'the bed did not boot')
+        self.assertEqual(1, rc)
+        self.assertEqual('functional: 0 passed, 1 failed, 0 skipped\n', out)
+        reasons = []
+        result = testtools.StreamToDict(
+            lambda t: reasons.append(t['details']['reason'].as_text()))
+        with open(self.results / 'functional.subunit', 'rb') as f:
+            result.startTestRun()
+            subunit.ByteStreamToStreamResult(f).run(result)
+            result.stopTestRun()
+        self.assertEqual(['the bed did not boot'], reasons)
+
+    def test_show_counts_and_fails_without_results(self):
+        rc, out = self.run_main('show', '--env', 'functional')
+        self.assertEqual((1, 'functional: no test results\n'), (rc, out))
+        with open(self.results / 'functional.subunit', 'wb') as f:
+            stream = subunit.StreamResultToBytes(f)
+            stream.status(test_id='a', test_status='success')
+            stream.status(test_id='b', test_status='skip')
+        rc, out = self.run_main('show', '--env', 'functional')
+        self.assertEqual((0, 'functional: 1 passed, 0 failed, 1 skipped\n'),
+                         (rc, out))

@@ -1,7 +1,23 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
 """Pure parts of tools/testbed.py (the bed itself is proven functionally)."""
 
 import importlib.util
+import io
+import os
 import pathlib
+import sys
+import textwrap
 
 import fixtures
 
@@ -75,3 +91,111 @@ class TestTestbedTool(base.TestCase):
         self.assertEqual('line 97\nline 98\nline 99', tail)
         path.write_text('')
         self.assertEqual('(empty)', testbed.console_tail(path))
+
+    def _bindep(self, text):
+        d = self.useFixture(fixtures.TempDir()).path
+        path = pathlib.Path(d) / 'bindep.txt'
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def test_bindep_profiles_as_bindep_selects_them(self):
+        path = self._bindep('''
+            # a comment
+            python3-venv [platform:dpkg]
+            git
+            qemu-system-x86 [platform:dpkg test]  # trailing comment
+            mariadb [platform:dpkg mysql]
+            libvirt-devel [platform:rpm test]
+        ''')
+        self.assertEqual(['python3-venv', 'git'],
+                         testbed.bindep_packages(None, path))
+        self.assertEqual(['python3-venv', 'git', 'qemu-system-x86'],
+                         testbed.bindep_packages('test', path))
+        self.assertEqual(['python3-venv', 'git', 'mariadb'],
+                         testbed.bindep_packages('mysql', path))
+
+    def test_bindep_lines_it_cannot_read_are_refused(self):
+        for line in ('pkg [platform:dpkg !test]', 'pkg >=1.0',
+                     'pkg [platform:dpkg'):
+            e = self.assertRaises(testbed.BedError, testbed.bindep_packages,
+                                  'test', self._bindep(line + '\n'))
+            self.assertIn('bindep.txt:1', str(e))
+
+    def test_project_bindep(self):
+        # tools/dev.sh installs the lines without a profile: what creating
+        # its virtualenv needs; the bed's "test" profile adds the rest.
+        default = testbed.bindep_packages()
+        self.assertIn('python3-venv', default)
+        self.assertNotIn('qemu-system-x86', default)
+        bed = testbed.bindep_packages(testbed.BED_PROFILE)
+        for pkg in ('python3-venv', 'python3-dev', 'file', 'udev',
+                    'qemu-system-x86', 'libvirt-dev', 'openvswitch-switch'):
+            self.assertIn(pkg, bed)
+
+    def test_relay_appends_without_losing_lines(self):
+        # The bed's output reaches our stream through a pipe, so a file
+        # our stdout is appended to keeps what was there before.
+        d = self.useFixture(fixtures.TempDir()).path
+        log = pathlib.Path(d) / 'log'
+        log.write_text('before\n')
+        read_end, write_end = os.pipe()
+        with open(log, 'ab') as raw:
+            stream = io.TextIOWrapper(raw)
+            thread = testbed._relay(os.fdopen(read_end, 'rb'), stream)
+            os.write(write_end, b'guest line 1\n')
+            os.write(write_end, b'guest line 2\n')
+            os.close(write_end)
+            thread.join(5)
+        self.assertEqual('before\nguest line 1\nguest line 2\n',
+                         log.read_text())
+
+    def test_test_python_missing_env_is_one_clear_error(self):
+        d = self.useFixture(fixtures.TempDir()).path
+        e = self.assertRaises(testbed.BedError, testbed.test_python,
+                              os.path.join(d, 'bin', 'python'))
+        self.assertIn('tools/dev.sh test -e functional', str(e))
+
+    def test_test_python_without_subunit_is_refused(self):
+        d = self.useFixture(fixtures.TempDir()).path
+        # An isolated interpreter (-I -S) cannot import subunit.
+        wrapper = pathlib.Path(d) / 'python'
+        wrapper.write_text('#!/bin/sh\nexec %s -I -S "$@"\n' % sys.executable)
+        wrapper.chmod(0o755)
+        e = self.assertRaises(testbed.BedError, testbed.test_python,
+                              str(wrapper))
+        self.assertIn('lacks the test requirements', str(e))
+        self.assertEqual(pathlib.Path(sys.executable),
+                         testbed.test_python(None))
+
+    def test_failed_prerequisite_keeps_previous_results(self):
+        d = pathlib.Path(self.useFixture(fixtures.TempDir()).path)
+        self.useFixture(fixtures.MockPatchObject(testbed, 'RESULTS_DIR', d))
+        previous = d / 'functional.subunit'
+        previous.write_bytes(b'previous run')
+        err = self.useFixture(fixtures.MockPatchObject(
+            sys, 'stderr', io.StringIO())).mock
+        rc = testbed.main(['test', '--python', str(d / 'no-python')])
+        self.assertEqual(2, rc)
+        self.assertIn('no-python does not exist', err.getvalue())
+        self.assertEqual(b'previous run', previous.read_bytes())
+
+    def test_test_starts_the_services_the_functional_tests_need(self):
+        # `testbed.py test tests/functional`, as the README shows it, runs
+        # what tox -e functional runs.
+        seen = {}
+
+        def fake_test(args):
+            seen['test'] = testbed._services(args.services)
+            return 0
+
+        def fake_run(args):
+            seen['run'] = testbed._services(args.services)
+            return 0
+
+        self.useFixture(fixtures.MockPatchObject(testbed, 'cmd_test',
+                                                 fake_test))
+        self.useFixture(fixtures.MockPatchObject(testbed, 'cmd_run',
+                                                 fake_run))
+        self.assertEqual(0, testbed.main(['test', 'tests/functional']))
+        self.assertEqual(0, testbed.main(['run', '--', 'true']))
+        self.assertEqual({'test': ['libvirt', 'ovs'], 'run': []}, seen)
