@@ -429,7 +429,8 @@ class TestHolderCommandLine(KernelTestCase):
         self.addCleanup(holder.stdout.close)
         self.assertEqual('open', holder.stdout.readline().strip())
         e = self.assertRaises(exception.VdpaDeviceInUse,
-                              lifecycle.delete_device, self.sysfs, 'cmd0')
+                              lifecycle.delete_device, self.sysfs, 'cmd0',
+                              timeout=10)
         [held] = self.sysfs.holders(node, 'cmd0')
         self.assertEqual(holder.pid, held.pid)
         self.assertLessEqual(len(held.cmdline), sysfs.CMDLINE_MAX)
@@ -479,7 +480,7 @@ class TestDevicesOtherToolsMade(KernelTestCase):
             try:
                 e = self.assertRaises(exception.VdpaDeviceInUse,
                                       lifecycle.delete_device, self.sysfs,
-                                      name)
+                                      name, timeout=10)
                 self.assertIn(node, str(e))
             finally:
                 os.close(fd)

@@ -198,7 +198,8 @@ class TestDevicesOtherToolsMade(base.KernelTestCase):
             self.kernel.open_chardev(name, pid=70)
             e = self.assertRaises(exception.VdpaDeviceInUse,
                                   lifecycle.delete_device, self.sysfs, name,
-                                  client_factory=self.kernel.client)
+                                  client_factory=self.kernel.client,
+                                  timeout=10)
             self.assertIn(node, str(e))
             self.kernel.close_chardev(name)
             lifecycle.delete_device(self.sysfs, name,
@@ -385,7 +386,7 @@ class TestInUse(base.KernelTestCase):
     def test_delete_unknown(self):
         e = self.assertRaises(exception.VdpaDeviceNotFound,
                               lifecycle.delete_device, self.sysfs, 'nope',
-                              client_factory=self.kernel.client)
+                              client_factory=self.kernel.client, timeout=10)
         self.assertIn('nope', str(e))
         self.assertNotIn('sysfs', str(e))  # the kernel's answer, not a guess
 
@@ -410,7 +411,8 @@ class TestInUse(base.KernelTestCase):
 
         e = self.assertRaises(exception.VdpaSysfsError,
                               lifecycle.delete_device, NoAccess(self.kernel),
-                              'vd0', client_factory=self.kernel.client)
+                              'vd0', client_factory=self.kernel.client,
+                              timeout=10)
         self.assertIn('vDPA device vd0', str(e))
         self.assertIn(self.node, str(e))
         self.assertIn('Permission denied', str(e))
@@ -443,7 +445,7 @@ class TestInUse(base.KernelTestCase):
         self.addCleanup(os.rmdir, cmdline)
         e = self.assertRaises(exception.VdpaDeviceInUse,
                               lifecycle.delete_device, self.sysfs, 'vd0',
-                              client_factory=self.kernel.client)
+                              client_factory=self.kernel.client, timeout=10)
         self.assertIn('pid 77 (command line unreadable', str(e))
         self.assertIn('Cannot read the command line of pid 77', logs.output)
 
@@ -478,7 +480,7 @@ class TestInUse(base.KernelTestCase):
         os.unlink(self.node)
         e = self.assertRaises(exception.VdpaChardevNotFound,
                               lifecycle.delete_device, self.sysfs, 'vd0',
-                              client_factory=self.kernel.client)
+                              client_factory=self.kernel.client, timeout=10)
         self.assertIn('vd0', str(e))
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
