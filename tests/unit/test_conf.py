@@ -25,7 +25,8 @@ class TestConf(base.TestCase):
     def test_list_opts_is_the_vdpa_group(self):
         [(group, opts)] = conf.list_opts()
         self.assertEqual('vdpa', group.name)
-        self.assertEqual({'management_devices', 'simulated_vfs'},
-                         {o.name for o in opts})
+        self.assertEqual(
+            {'management_devices', 'simulated_vfs', 'offload_checks'},
+            {o.name for o in opts})
         for opt in opts:
             self.assertIn('Possible values', opt.help)
