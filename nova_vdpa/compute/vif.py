@@ -142,8 +142,9 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         if not isinstance(image_meta, objects.ImageMeta):
             image_meta = objects.ImageMeta.from_dict(image_meta)
         with errors.translated(instance, vif_obj.id):
-            if self._checked(vif_obj.dev_address):
-                checks.check_vf_ready(vif_obj.dev_address)
+            vf = vif_obj.dev_address if 'dev_address' in vif_obj else ''
+            if self._checked(vf):
+                checks.check_vf_ready(vf)
             allocation = self.allocator.allocate(
                 self._request(vif_obj, image_meta, flavor))
             conf = self._interface_config(allocation, vif_obj, image_meta,
