@@ -108,6 +108,32 @@ Possible values:
 
 * A number of seconds from 1 to 300.
 """),
+    cfg.BoolOpt(
+        'offload_checks',
+        default=True,
+        help="""
+Check that this host can offload vdpa ports to Open vSwitch.
+
+When enabled, nova-compute checks the host when it starts (OVSDB
+``hw-offload``, the integration bridge's datapath, each PF's eswitch mode,
+each VF's representor, TC offload) and logs a summary; before creating a
+port's vDPA device it checks the port's VF (its PF in ``switchdev`` mode,
+exactly one representor) and fails the build at once, to be rescheduled,
+when the VF is not ready; after plugging it checks the representor's row in
+the integration bridge and logs a warning when the OVS agent could not
+bring the port up. VFs listed in ``simulated_vfs`` are never checked.
+
+Possible values:
+
+* True (default): check.
+* False: do not check. For hosts without a switchdev-capable NIC, where
+  nothing could pass, and for test beds with simulated VFs.
+
+Related options:
+
+* ``simulated_vfs``
+* ``[os_vif_ovs] ovsdb_connection`` (the database checked)
+"""),
 ]
 
 privileged_group = cfg.OptGroup(

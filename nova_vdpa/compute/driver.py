@@ -25,7 +25,10 @@ from nova 34.0.0's ``LibvirtDriver`` in three places only:
   (:mod:`nova_vdpa.compute.inventory`);
 * it registers the ``[nova_vdpa]`` options and checks the private Nova
   names it relies on (:mod:`nova_vdpa.compute.overrides`) when it is
-  constructed, not when it is imported.
+  constructed, not when it is imported;
+* with ``[nova_vdpa] offload_checks``, ``init_host`` logs a summary of the
+  host's offload checks (:mod:`nova_vdpa.network.checks`); it never fails
+  the service.
 """
 
 import typing as ty
@@ -39,6 +42,8 @@ from nova_vdpa.compute import inventory
 from nova_vdpa.compute import overrides
 from nova_vdpa.compute import vif
 from nova_vdpa import conf as vdpa_conf
+from nova_vdpa import exception
+from nova_vdpa.network import checks
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -79,8 +84,33 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         overrides.check(self)
         self.vdpa_allocator = allocator_factory(**_allocator_options(CONF))
-        self.vif_driver = vif.LibvirtVdpaVIFDriver(self._host,
-                                                   self.vdpa_allocator)
+        group = CONF[option_group()]
+        offload = ('offload_checks' not in group) or group.offload_checks
+        self.vif_driver = vif.LibvirtVdpaVIFDriver(
+            self._host, self.vdpa_allocator,
+            offload_checks=offload,
+            simulated_vfs=frozenset(
+                _allocator_options(CONF).get('simulated_vfs', ())))
+
+    def init_host(self, host: str) -> None:
+        super().init_host(host)
+        if self.vif_driver.offload_checks:
+            self._log_offload_checks()
+
+    def _log_offload_checks(self) -> None:
+        """Log the host's offload summary; never raises, never waits long."""
+        try:
+            vfs = [vf for vf in self.vdpa_allocator.vf_management_devices()
+                   if vf not in self.vif_driver.simulated_vfs]
+            results = checks.run_host_checks(vfs, vif.ovsdb_connection(),
+                                             timeout=vif.OVSDB_TIMEOUT)
+        except exception.NovaVdpaException as e:
+            LOG.error('vdpa offload checks could not run: %s', e)
+            return
+        except Exception:  # a bug in a check must not stop nova-compute
+            LOG.exception('vdpa offload checks failed')
+            return
+        checks.log_summary(results, LOG)
 
     def _get_pci_passthrough_devices(self) -> str:
         """Nova's PCI inventory, with VFs typed vdpa from the kernel now.

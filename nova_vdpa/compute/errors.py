@@ -15,7 +15,8 @@
 The Nova exception is chosen for what the compute manager does next:
 
 * the host cannot serve the port now (no room on the VF, the management
-  device or kernel support missing, a stale device still held, a kernel
+  device or kernel support missing, a stale device still held, a VF not
+  ready for offload (PF not in switchdev mode, no representor), a kernel
   call that failed or timed out, libvirt or QEMU too old):
   ``ComputeResourcesUnavailable``, which ``_build_and_run_instance`` turns
   into a reschedule to another host (nova 34.0.0);
@@ -62,6 +63,9 @@ _MAP: tuple[tuple[type[Exception], type[nova_exception.NovaException], str],
      'the vDPA device for port %(port)s is still in use on this host'),
     (exception.VdpaDeviceInUse, nova_exception.ComputeResourcesUnavailable,
      'the vDPA device for port %(port)s is still in use on this host'),
+    (exception.OffloadNotReady, nova_exception.ComputeResourcesUnavailable,
+     'port %(port)s cannot be plugged into the virtual switch on this '
+     'host: its virtual function is not ready for offload'),
     (exception.HypervisorTooOld, nova_exception.ComputeResourcesUnavailable,
      'this host cannot run vDPA interfaces (port %(port)s)'),
     (exception.NovaVdpaException,

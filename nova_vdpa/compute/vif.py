@@ -25,6 +25,12 @@ destinations, unshelve, evacuation) and, on interface attach, after
 it. Allocation is idempotent, so the calls that only rebuild the config of
 a running guest (detach, ...) get the device the guest already has.
 
+With ``[nova_vdpa] offload_checks`` (VFs of ``simulated_vfs`` excepted),
+``get_config`` first checks that the VF can be plugged into Open vSwitch
+(its PF in switchdev mode, one representor) and fails the build, to be
+rescheduled, when it cannot; ``plug`` checks after os-vif's plug that the
+representor's row in br-int is what the OVS agent needs, and warns if not.
+
 ``unplug`` releases the device after os-vif's unplug. Nova unplugs after
 the guest is gone or the interface detached, so QEMU has closed the
 chardev; when it has not (a paused guest keeps a detached device open),
@@ -48,9 +54,27 @@ from nova_vdpa.compute import errors
 from nova_vdpa.compute import holders
 from nova_vdpa import exception
 from nova_vdpa.libvirt import designer
+from nova_vdpa.network import checks
+from nova_vdpa.network import ovsdb
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
+
+#: Seconds we wait for OVSDB (to connect, then per read): an absent
+#: ovsdb-server must not hold up nova-compute's start or a plug.
+OVSDB_TIMEOUT = 3.0
+
+
+def ovsdb_connection() -> str:
+    """os-vif's ``[os_vif_ovs] ovsdb_connection``, or its default.
+
+    os-vif registers the group when its ovs plugin loads, which may not
+    have happened (yet) in this process.
+    """
+    try:
+        return CONF.os_vif_ovs.ovsdb_connection or ovsdb.DEFAULT_CONNECTION
+    except cfg.NoSuchOptError:
+        return ovsdb.DEFAULT_CONNECTION
 
 
 def _nova_shaped(conf: vconfig.LibvirtConfigGuestInterface
@@ -80,12 +104,25 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
 
     :param host: Nova's ``nova.virt.libvirt.host.Host``.
     :param allocator: the allocator that creates and releases devices.
+    :param offload_checks: ``[nova_vdpa] offload_checks``.
+    :param simulated_vfs: VF addresses of ``simulated_vfs``, never checked.
     """
 
-    def __init__(self, host: ty.Any,
-                 allocator: vdpa_allocator.Allocator) -> None:
+    def __init__(self, host: ty.Any, allocator: vdpa_allocator.Allocator,
+                 offload_checks: bool = False,
+                 simulated_vfs: ty.Collection[str] = ()) -> None:
         super().__init__(host)
         self.allocator = allocator
+        self.offload_checks = offload_checks
+        self.simulated_vfs = frozenset(simulated_vfs)
+        # One OVSDB connection for the driver's life, made at first use.
+        self._ovsdb: ovsdb.OvsdbReader | None = None
+        self._ovsdb_warned = False
+
+    def _checked(self, vf_address: str | None) -> bool:
+        """Whether the offload checks apply to this VF."""
+        return (self.offload_checks and bool(vf_address)
+                and vf_address not in self.simulated_vfs)
 
     @staticmethod
     def _vdpa_vif(vif: ty.Any) -> ty.Any:
@@ -105,6 +142,9 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         if not isinstance(image_meta, objects.ImageMeta):
             image_meta = objects.ImageMeta.from_dict(image_meta)
         with errors.translated(instance, vif_obj.id):
+            vf = vif_obj.dev_address if 'dev_address' in vif_obj else ''
+            if self._checked(vf):
+                checks.check_vf_ready(vf)
             allocation = self.allocator.allocate(
                 self._request(vif_obj, image_meta, flavor))
             conf = self._interface_config(allocation, vif_obj, image_meta,
@@ -153,6 +193,48 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
             rx_queue_size=CONF.libvirt.rx_queue_size,
             tx_queue_size=CONF.libvirt.tx_queue_size,
             max_queues=CONF.libvirt.max_queues)
+
+    def plug(self, instance, vif):
+        super().plug(instance, vif)
+        vif_obj = self._vdpa_vif(vif)
+        if vif_obj is None or not self._checked(
+                vif_obj.dev_address if 'dev_address' in vif_obj else None):
+            return
+        try:
+            self._verify_plugged(instance, vif_obj)
+        except Exception:  # a warning must never fail the plug
+            LOG.exception('Could not verify the plugged representor of '
+                          'port %s', vif_obj.id, instance=instance)
+
+    def _verify_plugged(self, instance: ty.Any, vif_obj: ty.Any) -> None:
+        """Warn when br-int's row of the port's representor is not right."""
+        reader = self._reader()
+        if reader is None:
+            return
+        try:
+            representor = checks.check_vf_ready(vif_obj.dev_address)
+            result = checks.verify_plugged(reader, vif_obj.id,
+                                           str(vif_obj.address), representor)
+        except exception.NovaVdpaException as e:
+            LOG.warning('Could not verify the plug of port %(port)s: '
+                        '%(error)s', {'port': vif_obj.id, 'error': e},
+                        instance=instance)
+            return
+        if not result.ok:
+            LOG.warning('%s', result.message, instance=instance)
+
+    def _reader(self) -> ovsdb.OvsdbReader | None:
+        """The driver's OVSDB reader; None (warned once) if unreachable."""
+        if self._ovsdb is None:
+            try:
+                self._ovsdb = ovsdb.OvsdbReader(ovsdb_connection(),
+                                                timeout=OVSDB_TIMEOUT)
+            except exception.OvsdbUnavailable as e:
+                if not self._ovsdb_warned:
+                    LOG.warning('vdpa ports cannot be verified after plug: '
+                                '%s', e)
+                    self._ovsdb_warned = True
+        return self._ovsdb
 
     def unplug(self, instance, vif):
         super().unplug(instance, vif)

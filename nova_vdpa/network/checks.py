@@ -21,7 +21,7 @@ a boot after five minutes with nothing in the log. These functions say
 first, each returning a :class:`CheckResult` whose message names the thing
 and the fix.
 
-For the driver (wired by the coordinator):
+For the driver (wired in :mod:`nova_vdpa.compute`):
 
 * :func:`run_host_checks` (or :func:`host_summary` with an open
   :class:`~nova_vdpa.network.ovsdb.OvsdbReader`) at ``init_host``, logged
@@ -288,18 +288,21 @@ def host_summary(vf_addresses: Iterable[str],
                  ovs: ovsdb_mod.OvsdbReader | None,
                  netdevs: netdev_mod.Netdevs | None = None,
                  client: devlink_mod.DevlinkClient | None = None,
-                 bridge: str = DEFAULT_BRIDGE) -> list[CheckResult]:
+                 bridge: str = DEFAULT_BRIDGE,
+                 ovs_error: str | None = None) -> list[CheckResult]:
     """Every check for this host: OVS once, then each VF (PFs once).
 
     :param ovs: a reader, or None when OVSDB is unreachable (reported).
+    :param ovs_error: why ``ovs`` is None, for the report.
     """
     netdevs = netdevs or netdev_mod.Netdevs()
     results: list[CheckResult] = []
     if ovs is None:
         results.append(CheckResult(
             'ovsdb', bridge, Status.FAILURE,
-            'Open vSwitch database unreachable: start ovsdb-server and '
-            'ovs-vswitchd, or fix [os_vif_ovs] ovsdb_connection'))
+            'Open vSwitch database unreachable%s: start ovsdb-server and '
+            'ovs-vswitchd, or fix [os_vif_ovs] ovsdb_connection'
+            % (' (%s)' % ovs_error if ovs_error else '')))
     else:
         results += [check_hw_offload(ovs),
                     check_integration_bridge(ovs, bridge)]
@@ -325,18 +328,23 @@ def host_summary(vf_addresses: Iterable[str],
 
 def run_host_checks(vf_addresses: Iterable[str],
                     ovsdb_connection: str = ovsdb_mod.DEFAULT_CONNECTION,
-                    bridge: str = DEFAULT_BRIDGE) -> list[CheckResult]:
+                    bridge: str = DEFAULT_BRIDGE,
+                    timeout: float = 5.0) -> list[CheckResult]:
     """:func:`host_summary` with its own OVSDB connection (for init_host).
 
     :param ovsdb_connection: os-vif's ``[os_vif_ovs] ovsdb_connection``.
+    :param timeout: seconds to connect to OVSDB and for each read; an
+        absent server costs at most this.
     """
+    ovs_error = None
     try:
         ovs: ovsdb_mod.OvsdbReader | None = ovsdb_mod.OvsdbReader(
-            ovsdb_connection)
-    except exception.OvsdbUnavailable:
-        ovs = None
+            ovsdb_connection, timeout=timeout)
+    except exception.OvsdbUnavailable as e:
+        ovs, ovs_error = None, e.message
     try:
-        return host_summary(vf_addresses, ovs, bridge=bridge)
+        return host_summary(vf_addresses, ovs, bridge=bridge,
+                            ovs_error=ovs_error)
     finally:
         if ovs is not None:
             ovs.close()

@@ -73,6 +73,28 @@ def _single(value: Any) -> Any:
     return value
 
 
+def _probe(connection: str, timeout: float) -> None:
+    """Connect to each remote of ``connection`` within ``timeout`` seconds.
+
+    :raises: OvsdbUnavailable naming the last remote's error when none
+        accepts the connection.
+    """
+    from ovs import stream  # type: ignore[import-untyped]
+
+    error = 0
+    for remote in connection.split(','):
+        error, strm = stream.Stream.open_block(
+            stream.Stream.open(remote.strip()), int(timeout * 1000))
+        if strm is not None:
+            strm.close()
+        if not error:
+            return
+    raise exception.OvsdbUnavailable(
+        connection=connection,
+        reason='cannot connect within %.0f s: %s'
+        % (timeout, os.strerror(error)))
+
+
 class OvsdbReader:
     """A connection to one ovsdb-server, read-only.
 
@@ -93,6 +115,11 @@ class OvsdbReader:
         from ovsdbapp.backend.ovs_idl import connection as ovs_conn
         from ovsdbapp.backend.ovs_idl import idlutils
 
+        # ovsdbapp's schema fetch connects with no deadline (a TCP
+        # remote that drops packets blocks it for minutes) and logs an
+        # error of its own when the connection is refused: connect once
+        # first, bounded by ``timeout``.
+        _probe(connection, timeout)
         try:
             helper = idlutils.get_schema_helper(connection, 'Open_vSwitch')
             for table in _TABLES:

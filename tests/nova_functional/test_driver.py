@@ -17,7 +17,18 @@ These are the driver's unit tests, but they live beside VDPAServersTest and
 run in the nova-functional env: importing Nova's test code patches the
 process with eventlet and registers options on the global configuration,
 which would leak into the project's other unit tests sharing a worker.
+
+The host's offload side (``[nova_vdpa] offload_checks``) uses the fakes of
+the offload unit tests: a sysfs tree with the PF, its VFs and their
+representors (tests/unit/test_network_representors.py), devlink eswitch
+modes, and an OVSDB holding Interface rows as ovsdb-server leaves them
+(tests/unit/test_network_checks.py); each is checked against the real
+kernel and Open vSwitch in tests/functional/test_network_offload.py.
 """
+
+import logging
+import os
+import socket
 
 import fixtures
 from lxml import etree
@@ -37,12 +48,20 @@ from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import driver as vdpa_driver
 from nova_vdpa.compute import overrides
 from nova_vdpa.compute import vif as vdpa_vif
+from nova_vdpa.kernel import devlink
+from nova_vdpa.kernel import netdev
+from nova_vdpa.network import ovsdb
 from tests.unit.compute import kernels
 from tests.unit import fake_kernel
+from tests.unit import test_network_checks as check_tests
+from tests.unit import test_network_representors as rep_tests
 
 PF = '0000:81:00.0'
 VFS = ['0000:81:00.%d' % i for i in range(1, 5)]
 MAC = 'fa:16:3e:11:22:33'
+UPLINK = 'enp129s0f0np0'
+#: the representors of VFS[0] and VFS[1]; VFS[2] and VFS[3] have none
+REPS = ['enp129s0f0npf0vf0', 'enp129s0f0npf0vf1']
 
 
 def make_vif(port_id=uuids.port, vf=VFS[0], mtu=1400):
@@ -57,6 +76,74 @@ def make_vif(port_id=uuids.port, vf=VFS[0], mtu=1400):
                  'physical_network': 'physnet4'})
 
 
+class FakeDevlink(rep_tests.FakeDevlink):
+    """The offload tests' devlink, closable like DevlinkClient."""
+
+    def close(self):
+        pass
+
+
+class FakeOvsdb(check_tests.FakeOvsdb):
+    """The offload tests' OVSDB, closable like OvsdbReader."""
+
+    def close(self):
+        pass
+
+
+class OffloadHost(fixtures.Fixture):
+    """The PF in switchdev mode, VFS[0] and VFS[1] with a representor."""
+
+    def _setUp(self):
+        tree = rep_tests.SysfsTree(self.useFixture(fixtures.TempDir()).path)
+        tree.pf(PF, UPLINK, rep_tests.SWITCH, vfs=VFS)
+        for i, rep in enumerate(REPS):
+            tree.netdev(rep, rep_tests.SWITCH, 'pf0vf%d' % i)
+        netdevs = netdev.Netdevs(tree.root)
+        self.devlink = FakeDevlink({'pci/' + PF:
+                                    devlink.ESWITCH_MODE_SWITCHDEV})
+        self.useFixture(fixtures.MockPatch(
+            'nova_vdpa.kernel.netdev.Netdevs', lambda: netdevs))
+        self.useFixture(fixtures.MockPatch(
+            'nova_vdpa.kernel.devlink.DevlinkClient', lambda: self.devlink))
+        self.useFixture(fixtures.MockPatch(
+            'pyroute2.ethtool.ioctl.IoctlEthtool',
+            rep_tests.FakeIoctlEthtool))
+        self.useFixture(fixtures.MonkeyPatch(
+            'tests.unit.test_network_representors.FakeIoctlEthtool.netdevs',
+            {name: {'hw-tc-offload': (True, True)}
+             for name in [UPLINK] + REPS}))
+        #: the OVSDB the driver reads; None: the real reader is used
+        self.ovsdb = FakeOvsdb()
+        real = ovsdb.OvsdbReader
+        self.useFixture(fixtures.MockPatch(
+            'nova_vdpa.network.ovsdb.OvsdbReader',
+            lambda *a, **kw: (self.ovsdb if self.ovsdb is not None
+                              else real(*a, **kw))))
+
+
+class LogRecords(fixtures.Fixture):
+    """nova_vdpa's log records, with level and instance, as text."""
+
+    def _setUp(self):
+        # Sets the level; its own handler keeps the records from the
+        # test's standard log.
+        self.useFixture(fixtures.FakeLogger('nova_vdpa', level=logging.INFO))
+        self.records = []
+        handler = logging.Handler(logging.INFO)
+        handler.emit = self.records.append  # type: ignore[method-assign]
+        logger = logging.getLogger('nova_vdpa')
+        logger.addHandler(handler)
+        self.addCleanup(logger.removeHandler, handler)
+
+    @property
+    def output(self):
+        # oslo.log puts "[instance: <uuid>] " in the record's "instance".
+        return ''.join(
+            '%s %s%s\n' % (r.levelname, getattr(r, 'instance', ''),
+                           r.getMessage())
+            for r in self.records)
+
+
 class DriverTestCase(test.NoDBTestCase):
     """A LibvirtVdpaDriver loaded the way nova-compute loads it."""
 
@@ -68,6 +155,7 @@ class DriverTestCase(test.NoDBTestCase):
         self.useFixture(nova_fixtures.LibvirtFixture())
         self.kernels = self.useFixture(kernels.FakeHostKernels(
             default=lambda: [fake_kernel.mlx5_vf(a) for a in self.vdpa_vfs]))
+        self.host = self.useFixture(OffloadHost())
         self.conn = fakelibvirt.Connection(
             'qemu:///system', host_info=fakelibvirt.HostInfo(),
             pci_info=fakelibvirt.HostPCIDevicesInfo(
@@ -231,3 +319,131 @@ class TestVif(DriverTestCase):
         conf = self.get_config(vif)
         self.assertNotEqual('vdpa', conf.net_type)
         self.assertEqual({}, self.kernel.devices)
+
+
+class TestOffloadChecks(DriverTestCase):
+    """[nova_vdpa] offload_checks wired into the driver."""
+
+    def setUp(self):
+        super().setUp()
+        self.log = self.useFixture(LogRecords())
+
+    def test_option_on_by_default(self):
+        self.assertTrue(self.driver.vif_driver.offload_checks)
+
+    def assertRescheduled(self, vif, reason):
+        ex = self.assertRaises(nova_exception.ComputeResourcesUnavailable,
+                               self.get_config, vif)
+        message = ex.format_message()
+        self.assertIn(vif['id'], message)
+        self.assertIn('not ready for offload', message)
+        self.assertNotIn(vif['profile']['pci_slot'], message)
+        self.assertNotIn('/', message)
+        # The operator's reason, in full, in the log with the instance.
+        self.assertIn(reason, self.log.output)
+        self.assertIn(uuids.instance, self.log.output)
+        self.assertEqual({}, self.kernel.devices)
+
+    def test_pf_in_legacy_mode_fails_the_build_before_allocation(self):
+        self.host.devlink.modes['pci/' + PF] = devlink.ESWITCH_MODE_LEGACY
+        self.assertRescheduled(make_vif(), 'eswitch mode legacy')
+
+    def test_vf_without_representor_fails_the_build_before_allocation(self):
+        self.kernel.mgmtdevs.append(fake_kernel.mlx5_vf(VFS[2]))
+        self.assertRescheduled(make_vif(vf=VFS[2]),
+                               'VF %s (VF 2 of pci/%s) has no representor'
+                               % (VFS[2], PF))
+
+    def test_ready_vf_allocates(self):
+        conf = self.get_config(make_vif())
+        dev = self.kernel.devices[vdpa_allocator.device_name(uuids.port)]
+        self.assertEqual('pci/' + VFS[0], dev.mgmtdev.handle)
+        self.assertEqual(self.kernel.node(dev), conf.source_dev)
+        self.assertNotIn('offload', self.log.output)
+
+    def test_option_off_skips_the_checks(self):
+        self.flags(offload_checks=False, group=vdpa_driver.option_group())
+        self.driver = virt_driver.load_compute_driver(
+            fake_virt.FakeVirtAPI(), 'nova_vdpa.LibvirtVdpaDriver')
+        self.host.devlink.modes['pci/' + PF] = devlink.ESWITCH_MODE_LEGACY
+        self.get_config(make_vif())
+        self.assertEqual(1, len(self.kernel.devices))
+
+    def test_simulated_vf_is_not_checked(self):
+        # A made-up VF on vdpasim_net: no PCI device, no representor.
+        sim_vf = '0000:00:05.1'
+        self.kernel.mgmtdevs.append(fake_kernel.vdpasim_net())
+        self.flags(simulated_vfs=[sim_vf + '=vdpasim_net'],
+                   group=vdpa_driver.option_group())
+        self.driver = virt_driver.load_compute_driver(
+            fake_virt.FakeVirtAPI(), 'nova_vdpa.LibvirtVdpaDriver')
+        self.get_config(make_vif(vf=sim_vf))
+        self.assertEqual(1, len(self.kernel.devices))
+        self.assertNotIn('offload', self.log.output)
+
+    # ------------------------------------------------------- init_host
+    def test_init_host_logs_one_line_on_a_good_host(self):
+        self.driver.init_host('compute-0')
+        self.assertIn('vdpa offload checks passed', self.log.output)
+
+    def test_init_host_logs_each_problem(self):
+        self.host.ovsdb.config = {}
+        self.host.devlink.modes['pci/' + PF] = devlink.ESWITCH_MODE_LEGACY
+        self.driver.init_host('compute-0')
+        self.assertIn('other_config:hw-offload is unset', self.log.output)
+        self.assertIn('is in eswitch mode legacy', self.log.output)
+
+    def test_init_host_without_ovsdb_logs_and_goes_on(self):
+        # A socket file nobody listens on (ovsdb-server stopped): the
+        # connection is refused at once.
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'db.sock')
+        sock = socket.socket(socket.AF_UNIX)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        self.host.ovsdb = None
+        self.flags(ovsdb_connection='unix:' + path, group='os_vif_ovs')
+        self.host.devlink.modes['pci/' + PF] = devlink.ESWITCH_MODE_LEGACY
+        self.driver.init_host('compute-0')
+        ovsdb_lines = [line for line in self.log.output.splitlines()
+                       if 'Open vSwitch database' in line]
+        self.assertEqual(1, len(ovsdb_lines), self.log.output)
+        self.assertIn(path, ovsdb_lines[0])
+        self.assertIn('ovsdb_connection', ovsdb_lines[0])
+        # The VF checks still ran.
+        self.assertIn('is in eswitch mode legacy', self.log.output)
+
+    def test_plug_without_ovsdb_warns_once(self):
+        self.host.ovsdb = None
+        self.flags(ovsdb_connection='unix:/nonexistent/db.sock',
+                   group='os_vif_ovs')
+        self.driver.vif_driver.plug(self.instance, make_vif())
+        self.driver.vif_driver.plug(self.instance, make_vif())
+        self.assertEqual(1, self.log.output.count(
+            'vdpa ports cannot be verified after plug'), self.log.output)
+        self.assertIn('/nonexistent/db.sock', self.log.output)
+
+    # ----------------------------------------------------------- plug
+    def test_plug_verifies_the_representor_row(self):
+        vif = make_vif()
+        self.host.ovsdb.plug(REPS[0], iface_id=uuids.port, mac=MAC)
+        self.driver.vif_driver.plug(self.instance, vif)
+        self.assertNotIn(REPS[0], self.log.output)
+        self.assertNotIn('verif', self.log.output)
+
+    def test_plug_warns_on_a_bad_row(self):
+        vif = make_vif()
+        self.host.ovsdb.plug(REPS[0], iface_id=uuids.port, mac=MAC,
+                             ofport=-1, error='could not open network '
+                             'device %s (No such device)' % REPS[0])
+        self.driver.vif_driver.plug(self.instance, vif)
+        self.assertIn('WARNING', self.log.output)
+        self.assertIn('Interface %s: ofport is -1' % REPS[0],
+                      self.log.output)
+        self.assertIn('No such device', self.log.output)
+        self.assertIn(uuids.instance, self.log.output)
+
+    def test_plug_without_a_row_warns(self):
+        self.driver.vif_driver.plug(self.instance, make_vif())
+        self.assertIn('representor %s has no Interface row' % REPS[0],
+                      self.log.output)

@@ -43,6 +43,10 @@ Adaptations, each because the test asserts upstream's model:
   ``<model type='virtio'/>``, the chardev the kernel gave the VF's device)
   and keeps every other assertion of upstream's (PCI counts, binding
   profile).
+* ``[nova_vdpa] offload_checks`` is off: upstream's VFs exist only in
+  the fake libvirt, with no PF in switchdev mode and no representor, so
+  the checks would refuse every port (tests/nova_functional/test_driver.py
+  runs them on a fake offload host).
 * Both classes check after each test that the kernel holds no device of
   ours whose MAC no guest on that host uses, and (pre-created) that every
   operator device is still there.
@@ -54,10 +58,15 @@ from lxml import etree
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.libvirt import test_pci_sriov_servers as upstream
 import nova.virt.libvirt.guest
+from oslo_config import cfg
 
 from nova_vdpa import allocator as vdpa_allocator
+from nova_vdpa.compute import driver as vdpa_driver
+from nova_vdpa import conf as vdpa_conf
 from tests.unit.compute import kernels
 from tests.unit import fake_kernel
+
+CONF = cfg.CONF
 
 #: upstream's b5:... with the multicast (I/G) bit cleared
 UNICAST_MAC = 'b4:bc:2e:e7:51:ee'
@@ -78,6 +87,8 @@ class _VdpaDriverMixin:
 
     def _setup_compute_service(self):
         self.flags(compute_driver='nova_vdpa.LibvirtVdpaDriver')
+        vdpa_conf.register_opts(CONF)
+        self.flags(offload_checks=False, group=vdpa_driver.option_group())
 
     def start_vdpa_compute(self, hostname='compute-0'):
         made = []

@@ -20,6 +20,8 @@ in tests/functional/test_network_offload.py.
 """
 
 import logging
+import os
+import socket
 
 import fixtures
 import testtools
@@ -190,6 +192,22 @@ class TestOvsdbReader(testtools.TestCase):
         self.assertIn('/nonexistent/db.sock', e.message)
         self.assertIn('is ovsdb-server running', e.message)
 
+    def test_refused_connection_is_one_clear_error(self):
+        # A socket file nobody listens on (ovsdb-server stopped): our
+        # bounded connect answers before ovsdbapp's unbounded one runs.
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'db.sock')
+        sock = socket.socket(socket.AF_UNIX)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        log = self.useFixture(fixtures.FakeLogger(level=logging.DEBUG))
+        e = self.assertRaises(exception.OvsdbUnavailable,
+                              ovsdb.OvsdbReader, 'unix:' + path, timeout=1)
+        self.assertIn(path, e.message)
+        self.assertIn('cannot connect within 1 s: Connection refused',
+                      e.message)
+        self.assertNotIn('Unable to open stream', log.output)
+
     def test_optional_columns(self):
         self.assertIsNone(ovsdb._single([]))
         self.assertEqual(5, ovsdb._single([5]))
@@ -210,6 +228,8 @@ class TestRunHostChecks(rep_tests.NetdevTestCase):
         results = checks.run_host_checks(['0000:08:00.2'],
                                          'unix:/nonexistent/db.sock')
         self.assertEqual('ovsdb', results[0].name)
+        self.assertIn('/nonexistent/db.sock: no such socket',
+                      results[0].message)
         self.assertEqual(checks.Status.FAILURE, results[0].status)
         self.assertIn(('representor', '0000:08:00.2'),
                       [(r.name, r.subject) for r in results])
