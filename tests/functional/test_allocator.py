@@ -21,10 +21,12 @@ reference client), not through nova-vdpa's own client.
 One daemon serves the whole class: starting one costs seconds under TCG.
 """
 
+import logging
 import os
 import threading
 import time
 
+import fixtures
 from testtools import content
 
 from nova_vdpa import allocator
@@ -143,6 +145,11 @@ class TestStuckDeletion(AllocatorBedTestCase):
     """A deletion stuck on a held chardev, and everything else meanwhile."""
 
     def test_reads_and_creates_fail_fast_with_a_typed_error(self):
+        # oslo.privsep's client logs its own timeout, and the late reply
+        # when the daemon's call finally ends: the test's details, not the
+        # console.
+        privsep_log = self.useFixture(fixtures.FakeLogger(
+            name='oslo_privsep.comm', level=logging.WARNING))
         a = self.alloc.allocate(self.request(4))
         other = self.alloc.allocate(self.request(7))
         close = self.hold(a.chardev)
@@ -206,6 +213,14 @@ class TestStuckDeletion(AllocatorBedTestCase):
                 break
             time.sleep(0.1)
         self.assertEqual({b.name, other.name, late}, set(self.devices()))
+        self.assertIn('Timeout while executing a command', privsep_log.output)
+        # The daemon answers the timed-out call once it is done; wait for
+        # the client to have seen that answer, still inside this test.
+        for _ in range(600):
+            if 'oustanding_msgs' in privsep_log.output:
+                break
+            time.sleep(0.1)
+        self.assertIn('oustanding_msgs', privsep_log.output)
 
     def wait_in_kernel(self, thread):
         """Wait until the deleter sleeps in vhost_vdpa's removal."""
