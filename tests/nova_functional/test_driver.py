@@ -53,8 +53,7 @@ from nova_vdpa.kernel import netdev
 from nova_vdpa.network import ovsdb
 from tests.unit.compute import kernels
 from tests.unit import fake_kernel
-from tests.unit import test_network_checks as check_tests
-from tests.unit import test_network_representors as rep_tests
+from tests.unit import fake_network
 
 PF = '0000:81:00.0'
 VFS = ['0000:81:00.%d' % i for i in range(1, 5)]
@@ -76,14 +75,14 @@ def make_vif(port_id=uuids.port, vf=VFS[0], mtu=1400):
                  'physical_network': 'physnet4'})
 
 
-class FakeDevlink(rep_tests.FakeDevlink):
+class FakeDevlink(fake_network.FakeDevlink):
     """The offload tests' devlink, closable like DevlinkClient."""
 
     def close(self):
         pass
 
 
-class FakeOvsdb(check_tests.FakeOvsdb):
+class FakeOvsdb(fake_network.FakeOvsdb):
     """The offload tests' OVSDB, closable like OvsdbReader."""
 
     def close(self):
@@ -94,10 +93,10 @@ class OffloadHost(fixtures.Fixture):
     """The PF in switchdev mode, VFS[0] and VFS[1] with a representor."""
 
     def _setUp(self):
-        tree = rep_tests.SysfsTree(self.useFixture(fixtures.TempDir()).path)
-        tree.pf(PF, UPLINK, rep_tests.SWITCH, vfs=VFS)
+        tree = fake_network.SysfsTree(self.useFixture(fixtures.TempDir()).path)
+        tree.pf(PF, UPLINK, fake_network.SWITCH, vfs=VFS)
         for i, rep in enumerate(REPS):
-            tree.netdev(rep, rep_tests.SWITCH, 'pf0vf%d' % i)
+            tree.netdev(rep, fake_network.SWITCH, 'pf0vf%d' % i)
         netdevs = netdev.Netdevs(tree.root)
         self.devlink = FakeDevlink({'pci/' + PF:
                                     devlink.ESWITCH_MODE_SWITCHDEV})
@@ -107,7 +106,7 @@ class OffloadHost(fixtures.Fixture):
             'nova_vdpa.kernel.devlink.DevlinkClient', lambda: self.devlink))
         self.useFixture(fixtures.MockPatch(
             'pyroute2.ethtool.ioctl.IoctlEthtool',
-            rep_tests.FakeIoctlEthtool))
+            fake_network.FakeIoctlEthtool))
         self.useFixture(fixtures.MonkeyPatch(
             'tests.unit.test_network_representors.FakeIoctlEthtool.netdevs',
             {name: {'hw-tc-offload': (True, True)}

@@ -23,13 +23,13 @@ import json
 from unittest import mock
 
 import fixtures
-import testtools
 
 from nova_vdpa.cmd import host as host_mod
 from nova_vdpa.cmd import status
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
 from nova_vdpa.network import checks
+from tests.unit import base
 
 PORT = '0c1e5f44-5cf0-4b0e-9a55-3f3c5c5ad1c1'
 
@@ -78,7 +78,7 @@ class FakeHost:
         return self.inventory()
 
 
-class StatusTestCase(testtools.TestCase):
+class StatusTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -166,7 +166,7 @@ class TestListings(StatusTestCase):
         self.assertEqual([row], json.loads(self.out.getvalue()))
 
 
-class TestHostInventory(testtools.TestCase):
+class TestHostInventory(base.TestCase):
     """The real Host's listing over a fake allocator and kernel reads."""
 
     def setUp(self):

@@ -29,10 +29,10 @@ import errno
 
 from pyroute2.netlink import devlink as pr_devlink
 from pyroute2.netlink.exceptions import NetlinkError
-import testtools
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import devlink
+from tests.unit import base
 
 FAMILY_ID = 0x15
 
@@ -103,7 +103,7 @@ class FakeDevlinkSocket:
         return iter([parsed])
 
 
-class TestEswitch(testtools.TestCase):
+class TestEswitch(base.TestCase):
 
     def setUp(self):
         super().setUp()

@@ -24,46 +24,20 @@ import os
 import socket
 
 import fixtures
-import testtools
 
 from nova_vdpa import exception
 from nova_vdpa.network import checks
 from nova_vdpa.network import ovsdb
-from tests.unit import test_network_representors as rep_tests
-
-PORT = '0c1e5f44-5cf0-4b0e-9a55-3f3c5c5ad1c1'
-MAC = 'fa:16:3e:12:34:56'
-REP = 'enp8s0f0npf0vf0'
-
-
-class FakeOvsdb:
-    def __init__(self):
-        self.config = {'hw-offload': 'true'}
-        self.bridges = {'br-int': '', 'br-tun': ''}
-        self.rows = {}
-
-    def other_config(self):
-        return dict(self.config)
-
-    def bridge_datapath_type(self, bridge):
-        return self.bridges.get(bridge)
-
-    def interface(self, name):
-        return self.rows.get(name)
-
-    def plug(self, name, bridge='br-int', ofport=5, iface_id=PORT, mac=MAC,
-             error=None):
-        ids = {'iface-status': 'active', 'vm-uuid': 'x'}
-        if iface_id is not None:
-            ids['iface-id'] = iface_id
-        if mac is not None:
-            ids['attached-mac'] = mac
-        self.rows[name] = ovsdb.InterfaceRow(
-            name=name, type='', ofport=ofport, external_ids=ids, options={},
-            error=error, bridge=bridge, tag=3)
+from tests.unit import base
+from tests.unit.fake_network import FakeIoctlEthtool
+from tests.unit.fake_network import FakeOvsdb
+from tests.unit.fake_network import MAC
+from tests.unit.fake_network import NetdevTestCase
+from tests.unit.fake_network import PORT
+from tests.unit.fake_network import REP
 
 
-class TestOvsChecks(testtools.TestCase):
+class TestOvsChecks(base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -96,7 +70,7 @@ class TestOvsChecks(testtools.TestCase):
         self.assertIn('br-int does not exist', r.message)
 
 
-class TestVerifyPlugged(testtools.TestCase):
+class TestVerifyPlugged(base.TestCase):
 
     def setUp(self):
         super().setUp()
@@ -138,14 +112,14 @@ class TestVerifyPlugged(testtools.TestCase):
             self.assertIn('will not report port %s up' % PORT, r.message)
 
 
-class TestSummary(rep_tests.NetdevTestCase):
+class TestSummary(NetdevTestCase):
 
     def setUp(self):
         super().setUp()
         self.useFixture(fixtures.MockPatch(
             'pyroute2.ethtool.ioctl.IoctlEthtool',
-            rep_tests.FakeIoctlEthtool))
-        rep_tests.FakeIoctlEthtool.netdevs = {
+            FakeIoctlEthtool))
+        FakeIoctlEthtool.netdevs = {
             name: {'hw-tc-offload': (True, True)}
             for name in ('enp8s0f0np0', 'enp8s0f0npf0vf0',
                          'enp8s0f0npf0vf1')}
@@ -184,7 +158,7 @@ class TestSummary(rep_tests.NetdevTestCase):
         self.assertIn('ovsdb_connection', results[0].message)
 
 
-class TestOvsdbReader(testtools.TestCase):
+class TestOvsdbReader(base.TestCase):
 
     def test_missing_socket_is_one_clear_error(self):
         e = self.assertRaises(exception.OvsdbUnavailable,
@@ -214,7 +188,7 @@ class TestOvsdbReader(testtools.TestCase):
         self.assertEqual(5, ovsdb._single(5))
 
 
-class TestRunHostChecks(rep_tests.NetdevTestCase):
+class TestRunHostChecks(NetdevTestCase):
 
     def test_ovsdb_unreachable_is_reported_not_raised(self):
         self.useFixture(fixtures.MockPatch(
@@ -224,7 +198,7 @@ class TestRunHostChecks(rep_tests.NetdevTestCase):
             lambda: _Closing(self.devlink)))
         self.useFixture(fixtures.MockPatch(
             'pyroute2.ethtool.ioctl.IoctlEthtool',
-            rep_tests.FakeIoctlEthtool))
+            FakeIoctlEthtool))
         results = checks.run_host_checks(['0000:08:00.2'],
                                          'unix:/nonexistent/db.sock')
         self.assertEqual('ovsdb', results[0].name)

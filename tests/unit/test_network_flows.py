@@ -22,10 +22,10 @@ tests/functional/test_network_offload.py reads it again.
 import os
 
 import fixtures
-import testtools
 
 from nova_vdpa import exception
 from nova_vdpa.network import flows
+from tests.unit import base
 
 REP = 'enp8s0f0npf0vf0'
 
@@ -64,7 +64,7 @@ KERNEL = (
     'used:1.2s, flags:S, dp:ovs, actions:drop\n')
 
 
-class TestParse(testtools.TestCase):
+class TestParse(base.TestCase):
 
     def test_offloaded_encap(self):
         (f,) = flows.parse_dump(OFFLOADED)
@@ -113,7 +113,7 @@ class TestParse(testtools.TestCase):
         self.assertRaises(ValueError, flows.dump_flows, '/x', 'hw')
 
 
-class TestControlSocket(testtools.TestCase):
+class TestControlSocket(base.TestCase):
 
     def test_from_pid_file(self):
         rundir = self.useFixture(fixtures.TempDir()).path

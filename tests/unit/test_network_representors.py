@@ -24,81 +24,21 @@ missing netdev, as the kernel does.
 import os
 
 import fixtures
-import testtools
 from vif_plug_ovs import linux_net
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import devlink
 from nova_vdpa.kernel import netdev
 from nova_vdpa.network import checks
-
-PF = '0000:08:00.0'
-PF1 = '0000:08:00.1'
-SWITCH = '8a6e0e0003fe0f00'
-
-
-class SysfsTree:
-    """Build a sysfs tree with PCI VFs and netdevs under ``root``."""
-
-    def __init__(self, root):
-        self.root = root
-        self.pci = os.path.join(root, 'bus', 'pci', 'devices')
-        self.net = os.path.join(root, 'class', 'net')
-        os.makedirs(self.pci)
-        os.makedirs(self.net)
-
-    def pf(self, address, uplink=None, switch=None, vfs=()):
-        os.makedirs(os.path.join(self.pci, address, 'net'))
-        for i, vf in enumerate(vfs):
-            os.makedirs(os.path.join(self.pci, vf))
-            os.symlink('../' + address, os.path.join(self.pci, vf, 'physfn'))
-            os.symlink('../' + vf, os.path.join(self.pci, address,
-                                                'virtfn%d' % i))
-        if uplink:
-            os.makedirs(os.path.join(self.pci, address, 'net', uplink))
-            self.netdev(uplink, switch, 'p0' if switch else None)
-
-    def netdev(self, name, switch=None, port_name=None):
-        d = os.path.join(self.net, name)
-        os.makedirs(d)
-        # Without a switch port the kernel answers EOPNOTSUPP on read; a
-        # missing file is read the same way by the code under test.
-        if switch:
-            with open(os.path.join(d, 'phys_switch_id'), 'w') as f:
-                f.write(switch + '\n')
-        if port_name:
-            with open(os.path.join(d, 'phys_port_name'), 'w') as f:
-                f.write(port_name + '\n')
+from tests.unit import base
+from tests.unit.fake_network import FakeIoctlEthtool
+from tests.unit.fake_network import NetdevTestCase
+from tests.unit.fake_network import PF
+from tests.unit.fake_network import PF1
+from tests.unit.fake_network import SWITCH
 
 
-class FakeDevlink:
-    def __init__(self, modes):
-        self.modes = modes
-
-    def eswitch(self, handle):
-        if handle not in self.modes:
-            raise exception.DevlinkDeviceNotFound(handle=handle,
-                                                  reason='ENODEV')
-        return devlink.EswitchState(handle, self.modes[handle])
-
-
-class NetdevTestCase(testtools.TestCase):
-
-    def setUp(self):
-        super().setUp()
-        self.tree = SysfsTree(self.useFixture(fixtures.TempDir()).path)
-        self.tree.pf(PF, 'enp8s0f0np0', SWITCH,
-                     vfs=['0000:08:00.2', '0000:08:00.3', '0000:08:00.4'])
-        self.tree.netdev('enp8s0f0npf0vf0', SWITCH, 'pf0vf0')
-        self.tree.netdev('enp8s0f0npf0vf1', SWITCH, 'pf0vf1')
-        # Same switch, other PF (function 1): must not match PF 0's VF 0.
-        self.tree.netdev('enp8s0f1npf1vf0', SWITCH, 'pf1vf0')
-        self.tree.netdev('eth0')
-        self.netdevs = netdev.Netdevs(self.tree.root)
-        self.devlink = FakeDevlink({'pci/' + PF: 1})
-
-
-class TestPortNames(testtools.TestCase):
+class TestPortNames(base.TestCase):
 
     def test_same_reading_as_os_vif(self):
         for name in ('pf0vf3', 'pf1vf12', 'vf3', 'VF3', '3', 'p0', 'pf0',
@@ -202,42 +142,6 @@ class TestRepresentors(NetdevTestCase):
         e = self.assertRaises(exception.NetdevError, self.netdevs.switch_id,
                               'eth0')
         self.assertIn('phys_switch_id', e.message)
-
-
-class FakeFeatures:
-    """What pyroute2's EthtoolFeaturesList offers, for one netdev."""
-
-    def __init__(self, features):
-        self.features = features  # name -> (active, changeable)
-
-    def __contains__(self, name):
-        return name in self.features
-
-    def __getitem__(self, name):
-        return self.features[name][0]
-
-    def is_available(self, name):
-        return self.features[name][1]
-
-
-class FakeIoctlEthtool:
-    netdevs = {}
-
-    def __init__(self):
-        self.ifname = None
-
-    def change_ifname(self, ifname):
-        self.ifname = ifname
-
-    def get_features(self):
-        from pyroute2.ethtool import ioctl
-        if self.ifname not in self.netdevs:
-            # The kernel answers ENODEV; pyroute2 turns it into this.
-            raise ioctl.NoSuchDevice(self.ifname)
-        return FakeFeatures(self.netdevs[self.ifname])
-
-    def close(self):
-        pass
 
 
 class TestTcOffload(NetdevTestCase):
