@@ -22,6 +22,7 @@ from lxml import etree
 from nova import objects
 from oslotest import base
 
+from nova_vdpa.kernel import netlink
 from tests.unit import fake_kernel
 
 
@@ -41,6 +42,18 @@ class KernelTestCase(TestCase):
             fake_kernel.FakeKernel(mgmtdevs=self.mgmtdevs))
         self.client = self.kernel.client()
         self.sysfs = self.kernel.sysfs()
+
+    def iproute2_add(self, name):
+        """Create ``name`` on vdpasim_net as ``vdpa dev add`` would.
+
+        No check of ours on the way: iproute2 sends names our creation
+        rule forbids.
+        """
+        list(self.client._request(
+            netlink.VDPA_CMD_DEV_NEW,
+            [('VDPA_ATTR_DEV_NAME', name),
+             ('VDPA_ATTR_MGMTDEV_DEV_NAME', 'vdpasim_net')], False,
+            dict(device=name, mgmtdev='vdpasim_net', attribute='-')))
 
 
 class NovaObjectsTestCase(TestCase):

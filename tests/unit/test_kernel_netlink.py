@@ -286,15 +286,6 @@ class TestDevicesOtherToolsMade(base.KernelTestCase):
 
     NAMES = ('a.b', 'x:y', 'p@q', 'n' * 100, 'sp ace', 'nl\n', '-lead')
 
-    def iproute2_add(self, name):
-        # What `vdpa dev add name <name> mgmtdev vdpasim_net` sends: no
-        # check of ours on the way.
-        list(self.client._request(
-            netlink.VDPA_CMD_DEV_NEW,
-            [('VDPA_ATTR_DEV_NAME', name),
-             ('VDPA_ATTR_MGMTDEV_DEV_NAME', 'vdpasim_net')], False,
-            dict(device=name, mgmtdev='vdpasim_net', attribute='-')))
-
     def test_creation_keeps_the_strict_rule(self):
         for name in self.NAMES:
             self.assertRaises(exception.VdpaInvalidArgument,

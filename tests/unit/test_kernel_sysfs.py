@@ -23,7 +23,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
-from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from tests.unit import base
 from tests.unit import fake_kernel
@@ -182,13 +181,6 @@ class TestDevicesOtherToolsMade(base.KernelTestCase):
     """Names iproute2 accepts: bound, checked and deleted like ours."""
 
     NAMES = ('a.b', 'x:y', 'p@q', 'n' * 100, 'nl\n')
-
-    def iproute2_add(self, name):
-        list(self.client._request(
-            netlink.VDPA_CMD_DEV_NEW,
-            [('VDPA_ATTR_DEV_NAME', name),
-             ('VDPA_ATTR_MGMTDEV_DEV_NAME', 'vdpasim_net')], False,
-            dict(device=name, mgmtdev='vdpasim_net', attribute='-')))
 
     def test_bind_check_and_delete(self):
         for name in self.NAMES:
