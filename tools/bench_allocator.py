@@ -157,7 +157,7 @@ def start_privsep(tmp):
     from nova_vdpa import conf as vdpa_conf
     import nova_vdpa.privsep
     path = os.path.join(tmp, 'nova-vdpa.conf')
-    group = vdpa_conf.list_opts()[0][0].name
+    group = vdpa_conf.vdpa_group.name
     with open(path, 'w') as f:
         f.write('[%s]\nmanagement_devices = %s\nsimulated_vfs = %s=%s\n'
                 % (group, SIM, VF, SIM))

@@ -66,7 +66,7 @@ def configure(tmp):
     import nova_vdpa.privsep
 
     path = os.path.join(tmp, 'nova.conf')
-    group = vdpa_conf.list_opts()[0][0].name
+    group = vdpa_conf.vdpa_group.name
     text = (f'[{group}]\nmanagement_devices = {SIM}\n'
             f'simulated_vfs = {VF_A}={SIM},{VF_B}={SIM}@{OPERATOR_DEVICE}\n')
     with open(path, 'w') as f:

@@ -235,7 +235,7 @@ class Allocator:
         :param kwargs: further :class:`Allocator` arguments.
         """
         vdpa_conf.register_opts(conf)
-        group = getattr(conf, vdpa_conf.list_opts()[0][0].name)
+        group = getattr(conf, vdpa_conf.vdpa_group.name)
         return cls(management_devices=group.management_devices,
                    simulated_vfs=parse_simulated_vfs(group.simulated_vfs),
                    **kwargs)
@@ -334,7 +334,8 @@ class Allocator:
         return sorted(found)[0] if found else None
 
     def _allocation(self, port_id: str, vf_address: str, name: str,
-                    owned: bool) -> Allocation | None:
+                    owned: bool, chardev: str | None = None
+                    ) -> Allocation | None:
         current = self._read_device(name)
         if current is None:
             return None
@@ -346,7 +347,8 @@ class Allocator:
                     port_id=port_id, vf_address=vf_address, device=name,
                     driver=driver or 'no driver')
         return Allocation(name=name, mgmtdev=device.mgmtdev,
-                          chardev=self._sysfs.chardev(name), owned=owned,
+                          chardev=chardev or self._sysfs.chardev(name),
+                          owned=owned,
                           device=device, config=config)
 
     def lookup(self, port_id: str, vf_address: str) -> Allocation | None:
@@ -443,10 +445,11 @@ class Allocator:
         return out
 
     def _create(self, name: str, mgmtdev: str, request: PortRequest,
-                queue_pairs: int | None) -> None:
+                queue_pairs: int | None) -> str:
+        """Create and bind the port's device; its chardev."""
         mac = request.mac.lower()
         try:
-            nova_vdpa.privsep.vdpa.create_bound_device(
+            return nova_vdpa.privsep.vdpa.create_bound_device(
                 name, mgmtdev, mac=mac, mtu=request.mtu,
                 max_vq_pairs=queue_pairs)
         except exception.VdpaAttributeNotSupported:
@@ -455,7 +458,7 @@ class Allocator:
             LOG.info('Management device %s refused max_vqp for %s; '
                      'creating it with its default queue pairs.', mgmtdev,
                      name)
-            nova_vdpa.privsep.vdpa.create_bound_device(
+            return nova_vdpa.privsep.vdpa.create_bound_device(
                 name, mgmtdev, mac=mac, mtu=request.mtu)
 
     def allocate(self, request: PortRequest) -> Allocation:
@@ -489,6 +492,8 @@ class Allocator:
                                  'made by an operator, as it is.',
                                  port_id, adopted, vf)
                         return found
+            # Also the read that fails fast while the kernel is stuck,
+            # before anything privileged is attempted.
             mgmt = self._read(lambda c: c.get_management_device(mgmtdev),
                               name, mgmtdev, 'management device get')
             queue_pairs = self._queue_pairs(mgmt, request.queue_pairs, name)
@@ -498,8 +503,8 @@ class Allocator:
                 if not stale:
                     return self._bound(port_id, vf, name)
                 self._recreate_stale(port_id, vf, name, stale)
-            self._create(name, mgmtdev, request, queue_pairs)
-            return self._bound(port_id, vf, name)
+            chardev = self._create(name, mgmtdev, request, queue_pairs)
+            return self._found(port_id, vf, name, chardev)
 
     def _recreate_stale(self, port_id: str, vf: str, name: str,
                         stale: list[tuple[str, Any, Any]]) -> None:
@@ -517,9 +522,16 @@ class Allocator:
                  'again.', name, port_id, found, wanted)
 
     def _bound(self, port_id: str, vf: str, name: str) -> Allocation:
+        chardev = None
         if self._sysfs.driver(name) != sysfs_mod.VHOST_VDPA:
-            nova_vdpa.privsep.vdpa.bind_device(name)
-        found = self._allocation(port_id, vf, name, owned=True)
+            chardev = nova_vdpa.privsep.vdpa.bind_device(name)
+        return self._found(port_id, vf, name, chardev)
+
+    def _found(self, port_id: str, vf: str, name: str,
+               chardev: str | None) -> Allocation:
+        """The Allocation of a device of ours just made or bound."""
+        found = self._allocation(port_id, vf, name, owned=True,
+                                 chardev=chardev)
         if found is None:
             raise exception.VdpaDeviceNotFound(
                 device=name, mgmtdev='-', attribute='sysfs',

@@ -60,7 +60,7 @@ _ALLOCATOR_OPTIONS = ('management_devices', 'simulated_vfs',
 
 def option_group() -> str:
     """The name of our option group (``nova_vdpa``)."""
-    return vdpa_conf.list_opts()[0][0].name
+    return vdpa_conf.vdpa_group.name
 
 
 def _allocator_options(conf: cfg.ConfigOpts) -> dict[str, ty.Any]:

@@ -211,7 +211,9 @@ def _worker(client_factory: ClientFactory) -> _DeleteWorker:
 
 def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str, *,
                   timeout: float,
-                  client_factory: ClientFactory = netlink.VdpaClient) -> None:
+                  client_factory: ClientFactory = netlink.VdpaClient,
+                  check: Callable[[model.VdpaDevice], None] | None = None
+                  ) -> None:
     """Delete ``name`` unless it is in use; never block past ``timeout``.
 
     :param sysfs: where to look for holders of the chardev.
@@ -220,8 +222,12 @@ def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str, *,
         chardev between the check and the deletion); callers pass
         ``[nova_vdpa] delete_timeout`` (this layer reads no configuration).
     :param client_factory: builds the worker thread's netlink client.
-    :raises: VdpaDeviceInUse, VdpaDeleteTimeout, VdpaDeviceNotFound,
-        VdpaNotLoaded, VdpaPermissionDenied, VdpaInvalidArgument
+    :param check: called with the device as the kernel reports it, before
+        anything else; raises to refuse the deletion (the privsep daemon
+        checks the management device with it).
+    :raises: what ``check`` raises, VdpaDeviceInUse, VdpaDeleteTimeout,
+        VdpaDeviceNotFound, VdpaNotLoaded, VdpaPermissionDenied,
+        VdpaInvalidArgument
     """
     validate.existing_device_name(name)
     validate.timeout(timeout, name)
@@ -230,6 +236,8 @@ def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str, *,
     # The kernel's answer first: a device that is gone, or vdpa unloaded,
     # is said so by netlink, not guessed from sysfs.
     device = worker.device(name, timeout)
+    if check is not None:
+        check(device)
     sysfs.check_not_in_use(name, action='delete', mgmtdev=device.mgmtdev)
     # One deadline for the whole deletion, lookup included.
     worker.run(name, timeout, device.mgmtdev, deadline)

@@ -90,10 +90,12 @@ def _client() -> netlink.VdpaClient:
 
 def _group() -> cfg.ConfigOpts.GroupAttr:
     # Registered here too: the daemon never runs the driver's
-    # registration, and registering the same options again is a no-op.
-    vdpa_conf.register_opts(_conf)
-    group = vdpa_conf.list_opts()[0][0]
-    return getattr(_conf, group.name)
+    # registration. Only once: this runs for every call.
+    try:
+        return getattr(_conf, vdpa_conf.vdpa_group.name)
+    except cfg.NoSuchOptError:
+        vdpa_conf.register_opts(_conf)
+        return getattr(_conf, vdpa_conf.vdpa_group.name)
 
 
 def check_ours(name: str, mgmtdev: str | None, action: str) -> None:
@@ -233,6 +235,7 @@ def delete_device(name: str, timeout: float) -> None:
 @privsep.vdpa_pctxt.entrypoint_with_timeout(DELETE_CALL_TIMEOUT)
 def _delete_device(name: str, timeout: float) -> None:
     check_ours(name, None, 'delete')
-    check_ours(name, _client().get_device(name).mgmtdev, 'delete')
-    lifecycle.delete_device(_sysfs_factory(), name, timeout=timeout,
-                            client_factory=_client_factory)
+    lifecycle.delete_device(
+        _sysfs_factory(), name, timeout=timeout,
+        client_factory=_client_factory,
+        check=lambda device: check_ours(name, device.mgmtdev, 'delete'))

@@ -43,7 +43,7 @@ MAC = 'fa:16:3e:7a:00:%02x'
 
 def write_config(path: str) -> cfg.ConfigOpts:
     """The file nova-compute and its privsep daemon would both read."""
-    group = vdpa_conf.list_opts()[0][0].name
+    group = vdpa_conf.vdpa_group.name
     with open(path, 'w') as f:
         f.write('[%s]\nmanagement_devices = vdpasim_net\n'
                 'simulated_vfs = %s=vdpasim_net,%s=vdpasim_net@%s\n'

@@ -105,7 +105,7 @@ class AllocatorTestCase(base.KernelTestCase):
         self.useFixture(fixtures.MonkeyPatch(
             'nova_vdpa.privsep.vdpa._conf', self.conf.conf))
         vdpa_conf.register_opts(self.conf.conf)
-        self.group = vdpa_conf.list_opts()[0][0].name
+        self.group = vdpa_conf.vdpa_group.name
         self.conf.config(group=self.group,
                          management_devices=list(self.allowed))
         self.alloc = self.allocator()
