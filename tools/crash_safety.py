@@ -24,10 +24,13 @@ victim runs one to three operations on a few ports (allocate a new port,
 allocate an expected one again with another MTU, which deletes and makes
 its device again, or release), reporting over a pipe each kernel step it
 enters and leaves (netlink requests, sysfs writes) and each operation it
-starts and ends. The parent waits for the victim to be ready, sends it
-SIGKILL after a random delay within the measured duration of the
-operations, and reads the pipe: the last event says where the kill landed
-(inside a step, or between two). Then, as a restarted nova-compute would,
+starts and ends. The parent waits for the victim to be ready and sends
+it SIGKILL, half of the time (``--step-share``) at a kernel write step
+chosen at random (the victim stops there: before or after DEV_NEW,
+DEV_DEL, the driver_override, unbind or drivers_probe write), otherwise
+after a random delay within the measured duration of the operations (the
+pipe's last event then says where it landed: inside a step, or after
+one). Then, as a restarted nova-compute would,
 it runs :meth:`Allocator.reconcile` with the ports that should have a
 device: every operation that ended, and the interrupted one or not at
 random (Nova decides the instance's fate, either way must reconcile). It
@@ -144,10 +147,20 @@ def _sysfs_step(self, path, value):
     return 'sysfs ' + name
 
 
-def victim(fd, ports, ops):
-    """The child: trace, then run ``ops``; never returns."""
+def victim(fd, ports, ops, target):
+    """The child: trace, then run ``ops``; never returns.
+
+    :param target: ``(event line, occurrence)`` to stop at, or None.
+    """
+    seen = collections.Counter()
+
     def emit(kind, what):
-        os.write(fd, ('%s %s\n' % (kind, what)).encode())
+        line = '%s %s' % (kind, what)
+        os.write(fd, (line + '\n').encode())
+        seen[line] += 1
+        if target == (line, seen[line]):
+            # The parent kills us here: nothing more happens meanwhile.
+            threading.Event().wait()
 
     try:
         # What the parent's threads own does not exist here: fresh
@@ -197,13 +210,18 @@ def plan(rng, ports, expected):
     return ops
 
 
-def run_victim(ports, ops, delay):
-    """Fork, wait for ready, SIGKILL after ``delay`` s; the events."""
+def run_victim(ports, ops, delay, target):
+    """Fork, wait for ready, SIGKILL; the events, killed, seconds.
+
+    :param delay: seconds after ready to kill at, or None.
+    :param target: ``(event line, occurrence)``: kill when the victim
+        reports it (it waits there), or None.
+    """
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        victim(w, ports, ops)
+        victim(w, ports, ops, target)
     os.close(w)
     buf = b''
     while b'R ready\n' not in buf:
@@ -213,20 +231,23 @@ def run_victim(ports, ops, delay):
         buf += chunk
     t0 = time.monotonic()
     killed = False
-    if b'R ready\n' in buf:
-        deadline = t0 + delay
-        while True:
+    deadline = t0 + (delay if delay is not None else 3600)
+    want = target and (target[0] + '\n').encode()
+    while b'R ready\n' in buf:
+        if want and buf.count(want) >= target[1]:
+            left = 0.0
+        else:
             left = deadline - time.monotonic()
-            if left <= 0:
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-                break
-            ready, _, _ = select.select([r], [], [], left)
-            if ready:
-                chunk = os.read(r, 65536)
-                if not chunk:
-                    break  # the victim ended before the kill
-                buf += chunk
+        if left <= 0:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+            break
+        ready, _, _ = select.select([r], [], [], left)
+        if ready:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break  # the victim ended before the kill
+            buf += chunk
     _, status = os.waitpid(pid, 0)
     elapsed = time.monotonic() - t0
     while True:
@@ -240,23 +261,53 @@ def run_victim(ports, ops, delay):
     return events, killed and os.WIFSIGNALED(status), elapsed
 
 
-def kill_point(events):
-    """Where the kill landed, and which operations ended before it."""
-    done = [e for e in events if e == ['E', 'op allocate'] or
-            e == ['E', 'op release']]
-    last = events[-1] if events else ['-', 'before ready']
-    kind, what = last
-    if kind == 'B':
-        where = 'in ' + what
+#: the kernel writes of each operation in the bed (a new device
+#: autoprobes to virtio_vdpa, loaded first); a step-targeted kill picks
+#: the entry or the exit of one of them
+_BIND = ['netlink DEV_NEW', 'sysfs driver_override',
+         'sysfs virtio_vdpa/unbind', 'sysfs drivers_probe']
+WRITES = {'allocate': _BIND, 'reallocate': ['netlink DEV_DEL'] + _BIND,
+          'release': ['netlink DEV_DEL']}
+
+
+def pick_target(rng, ops, expected):
+    """A write step boundary the operations will reach, at random."""
+    i = rng.randrange(len(ops))
+    op, arg = ops[i]
+    kind = 'release' if op == 'release' else (
+        'reallocate' if arg.port_id in expected else 'allocate')
+    step = rng.choice(WRITES[kind])
+    line = '%s %s' % (rng.choice('BE'), step)
+    # Earlier operations of the sequence reach the same step too.
+    before = 0
+    for o, a in ops[:i]:
+        k = 'release' if o == 'release' else (
+            'reallocate' if a.port_id in expected else 'allocate')
+        before += WRITES[k].count(step)
+    return line, before + 1
+
+
+def kill_point(events, target):
+    """Where the kill landed, and how many operations ended before it."""
+    done = sum(1 for e in events if e in (['E', 'op allocate'],
+                                          ['E', 'op release']))
+    kind, what = events[-1] if events else ('-', 'before ready')
+    if target is not None:
+        where = '%s %s (step)' % ('before' if kind == 'B' else 'after',
+                                  what)
+    elif kind == 'B' and what.startswith('op '):
+        where = 'in %s, before its first kernel step (timed)' % what[3:]
+    elif kind == 'B':
+        where = 'in %s (timed)' % what
     elif kind == 'E' and what.startswith('op '):
-        where = 'between operations'
+        where = 'between operations (timed)'
     elif kind == 'E':
-        where = 'after ' + what
+        where = 'after %s (timed)' % what
     elif kind == 'R':
-        where = 'before the first step'
+        where = 'before the first operation (timed)'
     else:
         where = what
-    return where, len(done)
+    return where, done
 
 
 class Checker:
@@ -345,6 +396,9 @@ def main():
     parser.add_argument('--seed', type=int, default=None)
     parser.add_argument('--calibrate', type=int, default=4,
                         help='rounds run to the end first, to time them')
+    parser.add_argument('--step-share', type=float, default=0.5,
+                        help='share of kills at a kernel write step; the '
+                        'others at a random time')
     args = parser.parse_args()
     if not 1 <= args.ports <= 16:
         parser.error('--ports is 1 to 16')
@@ -375,16 +429,23 @@ def main():
         ops = plan(rng, ports, expected)
         calibrating = rounds <= args.calibrate
         est = statistics.median(per_op) if per_op else 1.0
-        delay = 3600 if calibrating else rng.uniform(0, est * len(ops))
-        events, killed, elapsed = run_victim(ports, ops, delay)
+        target = delay = None
+        if calibrating:
+            pass
+        elif rng.random() < args.step_share:
+            target = pick_target(rng, ops, expected)
+        else:
+            delay = rng.uniform(0, est * len(ops))
+        events, killed, elapsed = run_victim(ports, ops, delay, target)
         if events and events[-1][0] == 'X':
             problems.append('round %d: the victim failed: %s'
                             % (rounds, events[-1][1]))
-        point, done = kill_point(events)
+        point, done = kill_point(events, target)
         if not killed:
-            if events and events[-1][0] == 'D':
+            if events and events[-1][0] == 'D' and target is None:
                 per_op.append(elapsed / len(ops))
-            point = 'not killed (ended first)'
+            point = 'not killed (%s)' % (
+                'timing run' if calibrating else 'ended first')
         else:
             kills += 1
         where[point] += 1
