@@ -608,7 +608,9 @@ class Allocator:
         device of ours (:meth:`owned_devices`) whose port is not expected
         is deleted unless a process holds it (then it is left, and
         nothing waits). Devices without our prefix are never touched. One
-        failure never stops the rest.
+        failure never stops the rest. Run it before anything else
+        allocates (``init_host``): a device being made meanwhile for a
+        port outside ``expected`` would count as an orphan.
 
         :param expected: the requests of the ports that should have a
             device on this host.
