@@ -54,6 +54,12 @@ Decisions, and what the kernel does that they rest on:
   asleep in the kernel stops every green thread. Seen on 6.12: the kernel
   unlinks a device from ``/sys/bus/vdpa/devices`` before the removal
   waits, so a device whose deletion is stuck already looks gone.
+* **Reconciliation.** The kernel, the instances and their ports are the
+  record: at start-up :meth:`Allocator.reconcile` allocates every
+  expected port (which repairs what a crash left half done: a device not
+  bound yet, an override written but not probed, a stale device) and
+  deletes every device of ours that no expected port names and no process
+  holds. A kernel deletion is one netlink request: it happened or not.
 * **Serialisation.** Allocation is serialised per VF and per port, release
   per port (oslo.concurrency in-process locks, taken VF then port).
 """
@@ -62,7 +68,7 @@ import atexit
 import dataclasses
 import os
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from oslo_concurrency import lockutils
 from oslo_config import cfg
@@ -172,6 +178,26 @@ class Allocation:
     owned: bool
     device: model.VdpaDevice
     config: model.DeviceConfig
+
+
+@dataclasses.dataclass
+class ReconcileResult:
+    """What :meth:`Allocator.reconcile` did, device by device.
+
+    :ivar created: device names made (or made again) for expected ports.
+    :ivar kept: expected ports whose device was already right (adopted
+        operator devices included), by device name.
+    :ivar deleted: devices of ours for no expected port, no holder.
+    :ivar held: devices of ours for no expected port that a process
+        holds: left in place.
+    :ivar failed: port id or device name -> the error message.
+    """
+
+    created: list[str] = dataclasses.field(default_factory=list)
+    kept: list[str] = dataclasses.field(default_factory=list)
+    deleted: list[str] = dataclasses.field(default_factory=list)
+    held: list[str] = dataclasses.field(default_factory=list)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Allocator:
@@ -558,3 +584,79 @@ class Allocator:
                 return
             LOG.debug('Released vDPA device %s of port %s (VF %s).', name,
                       port_id, vf_address or '-')
+
+    # ------------------------------------------------------- reconciling
+    def _state(self, name: str) -> tuple[Any, ...] | None:
+        """Device, config and driver of ``name`` now; None if it is gone.
+
+        Compared before and after :meth:`allocate` to tell a device kept
+        from one made or repaired.
+        """
+        try:
+            current = self._read_device(name)
+            return None if current is None else (
+                current[0], current[1], self._sysfs.driver(name))
+        except exception.VdpaDeviceNotFound:
+            return None
+
+    def reconcile(self, expected: Iterable[PortRequest]) -> ReconcileResult:
+        """Make the kernel match the ports that should have devices here.
+
+        For start-up (``init_host``) and after a crash: every expected
+        request goes through :meth:`allocate` (a missing device is made,
+        a stale or unbound one repaired, an operator's adopted); every
+        device of ours (:meth:`owned_devices`) whose port is not expected
+        is deleted unless a process holds it (then it is left, and
+        nothing waits). Devices without our prefix are never touched. One
+        failure never stops the rest.
+
+        :param expected: the requests of the ports that should have a
+            device on this host.
+        :returns: what was done, device by device.
+        :raises: VdpaKernelTimeout only when the device dump itself fails
+            (the expected ports were handled before).
+        """
+        result = ReconcileResult()
+        wanted = set()
+        for request in expected:
+            try:
+                name = device_name(request.port_id)
+            except exception.VdpaPortRequestInvalid as e:
+                result.failed[str(request.port_id)] = str(e)
+                continue
+            wanted.add(name)
+            try:
+                before = self._state(name)
+                found = self.allocate(request)
+            except exception.NovaVdpaException as e:
+                result.failed[request.port_id] = str(e)
+                continue
+            if not found.owned or before == (found.device, found.config,
+                                             sysfs_mod.VHOST_VDPA):
+                result.kept.append(found.name)
+            else:
+                result.created.append(found.name)
+        for device in self.owned_devices():
+            if device.name in wanted:
+                continue
+            port_id = device.name[len(DEVICE_PREFIX):]
+            try:
+                self.release(port_id)
+            except exception.VdpaDeviceInUse as e:
+                result.held.append(device.name)
+                LOG.warning('vDPA device %s belongs to no port expected on '
+                            'this host but is held, left in place: %s',
+                            device.name, e)
+                continue
+            except exception.NovaVdpaException as e:
+                result.failed[device.name] = str(e)
+                continue
+            result.deleted.append(device.name)
+        for key, error in sorted(result.failed.items()):
+            LOG.warning('Reconciling vDPA devices: %s failed: %s', key,
+                        error)
+        LOG.info('Reconciled vDPA devices: %d created, %d kept, %d deleted, '
+                 '%d held, %d failed.', len(result.created),
+                 len(result.kept), len(result.deleted), len(result.held),
+                 len(result.failed))
+        return result

@@ -462,6 +462,160 @@ class TestLookupRelease(AllocatorTestCase):
                          sorted(d.name for d in self.alloc.owned_devices()))
 
 
+PORT_C = '5b7d5f1e-3c56-4d5e-9a43-2f0c1b9e7a03'
+PORT_D = '5b7d5f1e-3c56-4d5e-9a43-2f0c1b9e7a04'
+SIM_VF3 = '0000:00:05.3'
+
+
+class TestReconcile(AllocatorTestCase):
+    """Start-up reconciliation and the states a SIGKILL can leave.
+
+    tests/functional/test_allocator_reconcile.py runs the same on the real
+    kernel (module reload, orphans, operator's and held devices).
+    """
+
+    simulated = {SIM_VF: 'vdpasim_net', SIM_VF2: 'vdpasim_net@opsim0',
+                 SIM_VF3: 'vdpasim_net'}
+
+    def test_missing_made_right_kept_orphans_deleted_others_untouched(self):
+        kept = self.alloc.allocate(self.request(mtu=1400))
+        orphan = self.alloc.allocate(self.request(port=PORT_C, vf=SIM_VF3,
+                                                  mac='fa:16:3e:00:00:03'))
+        self.operator_device('opsim0', 'vdpasim_net')
+        self.operator_device('vdpa9', 'vdpasim_net')
+        # Our prefix but not a canonical UUID: not ours either.
+        self.iproute2_add('nvdpa-not-a-uuid')
+        r = self.alloc.reconcile([
+            self.request(mtu=1400),
+            self.request(port=PORT_B, vf=HW_VF, mac='fa:16:3e:00:00:02'),
+            self.request(port=PORT_D, vf=SIM_VF2, mac='fa:16:3e:00:00:04')])
+        self.assertEqual(allocator.ReconcileResult(
+            created=['nvdpa-' + PORT_B], kept=[kept.name, 'opsim0'],
+            deleted=[orphan.name], held=[], failed={}), r)
+        self.assertEqual(sorted(['nvdpa-' + PORT_A, 'nvdpa-' + PORT_B,
+                                 'nvdpa-not-a-uuid', 'opsim0', 'vdpa9']),
+                         self.names())
+        self.assertEqual(kept, self.alloc.lookup(PORT_A, SIM_VF))
+        b = self.kernel.devices['nvdpa-' + PORT_B]
+        self.assertEqual(('fa:16:3e:00:00:02', sysfs.VHOST_VDPA),
+                         (b.mac, b.driver))
+        self.assertIn('Reconciled vDPA devices: 1 created, 2 kept, 1 '
+                      'deleted, 0 held, 0 failed.', self.log.output)
+        # Again: nothing to do.
+        r = self.alloc.reconcile([self.request(mtu=1400)])
+        self.assertEqual(([], [kept.name], ['nvdpa-' + PORT_B]),
+                         (r.created, r.kept, r.deleted))
+
+    def test_wiped_kernel_state_is_made_again(self):
+        # A host reboot (or a module reload): the kernel forgot them all.
+        reqs = [self.request(mtu=1400),
+                self.request(port=PORT_B, vf=SIM_VF3,
+                             mac='fa:16:3e:00:00:02', mtu=9000)]
+        for req in reqs:
+            self.alloc.allocate(req)
+        for name in self.names():
+            self.client.delete_device(name)
+        r = self.allocator().reconcile(reqs)
+        self.assertEqual(sorted(['nvdpa-' + PORT_A, 'nvdpa-' + PORT_B]),
+                         sorted(r.created))
+        for req in reqs:
+            d = self.kernel.devices[allocator.device_name(req.port_id)]
+            self.assertEqual((req.mac, req.mtu, sysfs.VHOST_VDPA),
+                             (d.mac, d.mtu, d.driver))
+
+    def test_held_orphan_is_left_and_reported(self):
+        a = self.alloc.allocate(self.request())
+        self.kernel.open_chardev(a.name, pid=4242)
+        self.addCleanup(self.kernel.close_chardev, a.name)
+        t0 = time.monotonic()
+        r = self.alloc.reconcile([])
+        self.assertLess(time.monotonic() - t0, 5, 'something waited')
+        self.assertEqual(([a.name], []), (r.held, r.deleted))
+        self.assertEqual([a.name], self.names())
+        self.assertIn('belongs to no port expected on this host but is '
+                      'held', self.log.output)
+        self.assertIn('4242', self.log.output)
+
+    def test_one_failure_does_not_stop_the_rest(self):
+        orphan = self.alloc.allocate(self.request(port=PORT_C, vf=SIM_VF3))
+        r = self.alloc.reconcile([
+            self.request(mac='not-a-mac'),
+            allocator.PortRequest(port_id='nope', vf_address=SIM_VF,
+                                  mac=MAC),
+            self.request(port=PORT_B, vf=SIM_VF3,
+                         mac='fa:16:3e:00:00:02')])
+        self.assertEqual([PORT_A, 'nope'], sorted(r.failed))
+        self.assertEqual(['nvdpa-' + PORT_B], r.created)
+        self.assertEqual([orphan.name], r.deleted)
+        self.assertIn('a port id is a UUID', r.failed['nope'])
+        self.assertIn('Reconciling vDPA devices: nope failed',
+                      self.log.output)
+        # The adopted device is on the wrong driver: refused, untouched.
+        self.operator_device('opsim0', 'vdpasim_net', sysfs.VIRTIO_VDPA)
+        r = self.alloc.reconcile([self.request(port=PORT_D, vf=SIM_VF2)])
+        self.assertIn('virtio_vdpa', r.failed[PORT_D])
+        self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver('opsim0'))
+
+    def test_orphan_outside_management_devices_is_a_failure(self):
+        self.alloc.allocate(self.request(port=PORT_B, vf=HW_VF))
+        alloc = self.allocator(management_devices=['vdpasim_net'])
+        r = alloc.reconcile([])
+        self.assertIn('management_devices', r.failed['nvdpa-' + PORT_B])
+        self.assertEqual(['nvdpa-' + PORT_B], self.names())
+
+    # What a SIGKILL can leave (tools/crash_safety.py kills at random).
+    def test_created_not_bound(self):
+        name = allocator.device_name(PORT_A)
+        self.client.create_device(name, 'vdpasim_net', mac=MAC)
+        self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver(name))
+        self.assertRaises(exception.VdpaChardevNotFound, self.alloc.lookup,
+                          PORT_A, SIM_VF)
+        r = self.alloc.reconcile([self.request()])
+        self.assertEqual([name], r.created)
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver(name))
+        self.assertEqual(self.sysfs.chardev(name),
+                         self.alloc.lookup(PORT_A, SIM_VF).chardev)
+
+    def override_not_probed(self, name):
+        """driver_override written, virtio_vdpa unbound, no probe yet."""
+        self.client.create_device(name, 'vdpasim_net', mac=MAC)
+        self.sysfs._write(os.path.join(self.kernel.bus, 'devices', name,
+                                       'driver_override'), 'vhost_vdpa')
+        self.sysfs._write(os.path.join(self.kernel.bus, 'drivers',
+                                       'virtio_vdpa', 'unbind'), name)
+        self.assertIsNone(self.sysfs.driver(name))
+
+    def test_override_written_not_probed(self):
+        name = allocator.device_name(PORT_A)
+        self.override_not_probed(name)
+        self.assertRaises(exception.VdpaChardevNotFound, self.alloc.lookup,
+                          PORT_A, SIM_VF)
+        r = self.alloc.reconcile([self.request()])
+        self.assertEqual([name], r.created)
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver(name))
+
+    def test_half_made_devices_of_ports_not_expected_are_deleted(self):
+        unbound = allocator.device_name(PORT_A)
+        self.override_not_probed(unbound)
+        on_virtio = allocator.device_name(PORT_B)
+        self.client.create_device(on_virtio, 'vdpasim_net', mac=MAC)
+        r = self.alloc.reconcile([])
+        self.assertEqual(sorted([unbound, on_virtio]), sorted(r.deleted))
+        self.assertEqual([], self.names())
+
+    def test_stale_device_is_made_again(self):
+        # Killed between the deletion of a stale device and its creation
+        # is a missing device; killed before the deletion, a stale one.
+        name = allocator.device_name(PORT_A)
+        self.client.create_device(name, 'vdpasim_net',
+                                  mac='02:00:00:00:00:99')
+        r = self.alloc.reconcile([self.request(mtu=1400)])
+        self.assertEqual([name], r.created)
+        d = self.kernel.devices[name]
+        self.assertEqual((MAC, 1400, sysfs.VHOST_VDPA),
+                         (d.mac, d.mtu, d.driver))
+
+
 class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
     """The entrypoints refuse devices that are not ours, on both sides."""
 
