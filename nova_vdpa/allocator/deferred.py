@@ -213,12 +213,17 @@ class DeferredReleases:
                 who = None
             if who:
                 return who
-        kwargs = getattr(pending.error, 'kwargs', {})
-        if isinstance(pending.error, exception.VdpaDeviceInUse):
+        error = pending.error
+        kwargs = getattr(error, 'kwargs', {})
+        if isinstance(error, exception.VdpaDeviceInUse):
             pid = kwargs.get('pid', 'unknown')
             return ('pid %s (%s)' % (pid, kwargs.get('cmdline', '?'))
                     if pid != 'unknown' else 'a process /proc does not show')
-        return 'the kernel (%s)' % type(pending.error).__name__
+        if isinstance(error, exception.VdpaDeleteTimeout):
+            return 'a process that opened it during the deletion'
+        if isinstance(error, exception.VdpaKernelTimeout):
+            return 'the kernel, busy with an earlier deletion'
+        return 'a retry after an error'
 
     def _log_waiting(self, pending: PendingRelease,
                      first: bool = False) -> None:
