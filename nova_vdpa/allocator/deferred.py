@@ -214,6 +214,7 @@ class DeferredReleases:
             if who:
                 return who
         error = pending.error
+        # Empty after a privsep round trip; in-process callers keep them.
         kwargs = getattr(error, 'kwargs', {})
         if isinstance(error, exception.VdpaDeviceInUse):
             pid = kwargs.get('pid', 'unknown')
@@ -225,9 +226,19 @@ class DeferredReleases:
             return 'the kernel, busy with an earlier deletion'
         return 'a retry after an error'
 
+    def _chardev(self, name: str) -> str:
+        """The device's node now, from sysfs; '-' if it has none.
+
+        Not from the error: privsep rebuilds exceptions from their message.
+        """
+        try:
+            return self.allocator._sysfs.chardev(name)
+        except exception.NovaVdpaException:
+            return '-'
+
     def _log_waiting(self, pending: PendingRelease,
                      first: bool = False) -> None:
-        chardev = getattr(pending.error, 'kwargs', {}).get('chardev', '-')
+        chardev = self._chardev(pending.device)
         values = {'device': pending.device, 'port': pending.port_id,
                   'vf': pending.vf_address or '-', 'chardev': chardev,
                   'who': self._holder(pending), 'error': pending.error,

@@ -178,12 +178,15 @@ class TestRelease(DeferredTestCase):
 
     def test_defer_queues_without_trying(self):
         a = self.releases.allocate(self.request())
-        self.releases.defer(PORT_A, None, exception.VdpaDeviceInUse(
+        error = exception.VdpaDeviceInUse(
             device=a.name, mgmtdev='vdpasim_net', chardev=a.chardev,
-            pid='unknown', cmdline='-', action='delete'), INSTANCE)
+            pid='4242', cmdline='qemu', action='delete')
+        # As the privsep daemon's error arrives: rebuilt from its message.
+        self.releases.defer(PORT_A, None, type(error)(*error.args),
+                            INSTANCE)
         self.assertIn(a.name, self.kernel.devices)
-        self.assertIn('held by a process /proc does not show',
-                      self.log.output)
+        self.assertIn('(VF -, %s) is still open, held by a process /proc '
+                      'does not show' % a.chardev, self.log.output)
         self.assertEqual([], self.releases.retry())
         self.assertNotIn(a.name, self.kernel.devices)
 
