@@ -55,9 +55,9 @@ RETRYABLE = (exception.VdpaDeviceInUse, exception.VdpaDeleteTimeout,
 #: errors no retry can cure: logged once, the port leaves the queue
 PERMANENT = (exception.VdpaPortRequestInvalid, exception.VdpaDeviceNotOurs)
 
-#: names the process holding a port's device: ``(port_id, vf_address)`` ->
-#: text such as "libvirt domain instance-0001 (instance <uuid>)", or None
-HolderFinder = ty.Callable[[str, 'str | None'], 'str | None']
+#: names the process holding a chardev: ``/dev/vhost-vdpa-N`` -> text such
+#: as "libvirt domain instance-0001 (instance <uuid>)", or None
+HolderFinder = ty.Callable[[str], 'str | None']
 
 
 @dataclasses.dataclass
@@ -203,10 +203,10 @@ class DeferredReleases:
         self._pending[port_id] = pending
         self._log_waiting(pending, first=True)
 
-    def _holder(self, pending: PendingRelease) -> str:
-        if self._find_holder is not None:
+    def _holder(self, pending: PendingRelease, chardev: str) -> str:
+        if self._find_holder is not None and chardev != '-':
             try:
-                who = self._find_holder(pending.port_id, pending.vf_address)
+                who = self._find_holder(chardev)
             except Exception as e:  # the warning matters more
                 LOG.debug('Looking for the holder of %s failed: %s',
                           pending.device, e)
@@ -241,7 +241,8 @@ class DeferredReleases:
         chardev = self._chardev(pending.device)
         values = {'device': pending.device, 'port': pending.port_id,
                   'vf': pending.vf_address or '-', 'chardev': chardev,
-                  'who': self._holder(pending), 'error': pending.error,
+                  'who': self._holder(pending, chardev),
+                  'error': pending.error,
                   'age': time.monotonic() - pending.since,
                   'attempts': pending.attempts}
         if first:

@@ -263,11 +263,8 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         self.releases.release(port_id, vf_address,
                               instance_uuid=instance.uuid)
 
-    def _holder_of(self, port_id: str, vf_address: str | None) -> str | None:
-        """The libvirt domains that hold the port's device, as text."""
-        allocation = self.allocator.lookup(port_id, vf_address or '')
-        if allocation is None:
-            return None
-        found = holders.find(self.host, allocation.chardev)
+    def _holder_of(self, chardev: str) -> str | None:
+        """The libvirt domains that hold ``chardev``, as text."""
         return ', '.join('libvirt domain %s (instance %s)'
-                         % (h.domain, h.uuid) for h in found) or None
+                         % (h.domain, h.uuid)
+                         for h in holders.find(self.host, chardev)) or None

@@ -150,18 +150,18 @@ class TestRelease(DeferredTestCase):
         a = self.held()
         asked = []
 
-        def find(port_id, vf_address):
-            asked.append((port_id, vf_address))
+        def find(chardev):
+            asked.append(chardev)
             return 'libvirt domain instance-0001 (instance %s)' % INSTANCE
         self.releases = deferred.DeferredReleases(self.alloc, find)
         self.releases.release(PORT_A, SIM_VF)
-        self.assertEqual([(PORT_A, SIM_VF)], asked)
+        self.assertEqual([a.chardev], asked)
         self.assertIn('%s is still open, held by libvirt domain '
                       'instance-0001 (instance %s)'
                       % (a.chardev + ')', INSTANCE), self.log.output)
 
     def test_a_failing_finder_does_not_stop_the_release(self):
-        def find(port_id, vf_address):
+        def find(chardev):
             raise RuntimeError('libvirt went away')
         self.releases = deferred.DeferredReleases(self.alloc, find)
         self.held()
