@@ -49,6 +49,7 @@ import errno
 import logging
 import os
 import threading
+import time
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import validate
@@ -224,6 +225,7 @@ class VdpaSysfs:
             self.check_not_in_use(name, action='rebind to %s' % driver)
         override = path + '/driver_override'
         has_override = os.path.exists(override)
+        probe = os.path.join(self.bus, 'drivers_probe')
         try:
             if has_override:
                 self._write(override, driver)
@@ -232,18 +234,39 @@ class VdpaSysfs:
             if current is not None:
                 self._unbind(name, current, timeout)
             if has_override:
-                self._write_name(os.path.join(self.bus, 'drivers_probe'),
-                                 name)
+                self._write_name(probe, name)
+                now = self._probe_again(name, probe, timeout)
             else:
                 self._write_name(os.path.join(drv_dir, 'bind'), name)
+                now = self.driver(name)
         except OSError as e:
             raise self._error(exception.VdpaBindError, name, driver,
                               'sysfs write failed: %s' % e)
-        now = self.driver(name)
         if now != driver:
             raise self._error(exception.VdpaBindError, name, driver,
                               'device is bound to %s after the probe'
                               % (now or 'no driver'))
+
+    def _probe_again(self, name: str, probe: str,
+                     timeout: float) -> str | None:
+        """The device's driver after a probe, probing until it has one.
+
+        An unbind that waited for a holder ends after the holder closes
+        the chardev; until then the kernel keeps the device's driver set
+        although its ``driver`` link is gone, and ``drivers_probe`` skips a
+        device that has a driver. So a probe right after such a holder let
+        go can be a silent no-op (seen on 6.12): probe again, for at most
+        ``timeout`` seconds, until the removal has ended.
+        """
+        now = self.driver(name)
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while now is None and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+            self._write_name(probe, name)
+            now = self.driver(name)
+        return now
 
     def _check_unambiguous(self, name: str, path: str) -> None:
         """Refuse a name the kernel could take for another device.

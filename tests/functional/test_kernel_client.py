@@ -411,7 +411,9 @@ class TestHeldDeviceIsNeverUnbound(KernelTestCase):
         self.assertEqual([], [c for c in os.listdir(
             '/sys/bus/vdpa/devices/reb0') if c.startswith('vhost-vdpa-')])
         releases[0]()
-        # Binding again waits (device lock) until that remove has ended.
+        # That remove ends after the holder has gone; until then the kernel
+        # skips the device on drivers_probe (it still has a driver), so the
+        # bind probes again until the remove has ended.
         self.sysfs.bind('reb0', sysfs.VHOST_VDPA)
         self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver('reb0'))
 

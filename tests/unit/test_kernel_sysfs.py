@@ -165,6 +165,38 @@ class TestHeldDeviceIsNeverUnbound(base.KernelTestCase):
         self.sysfs.bind('vd0')
         self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
 
+    def test_bind_while_a_blocked_unbind_ends_probes_again(self):
+        k = self.kernel
+
+        class Racy(fake_kernel.FakeSysfs):
+            def is_open(self, chardev, name='-'):
+                busy = super().is_open(chardev, name)
+                k.open_chardev('vd0', pid=88)
+                return busy
+
+        self.assertRaises(exception.VdpaUnbindTimeout, Racy(k).bind,
+                          'vd0', 'virtio_vdpa', timeout=0.3)
+        d = k.devices['vd0']
+        # Still in vhost_vdpa's remove: a probe now is a no-op.
+        k.probe(d)
+        self.assertIsNone(self.sysfs.driver('vd0'))
+        probes = []
+        real_write = self.sysfs._write_name
+
+        def write_name(path, name):
+            probes.append(os.path.basename(path))
+            if len(probes) == 1:
+                # The holder lets go after the first probe was skipped.
+                threading.Timer(0.1, k.close_chardev, ('vd0',)).start()
+            real_write(path, name)
+
+        self.sysfs._write_name = write_name
+        self.sysfs.bind('vd0', 'vhost_vdpa', timeout=5)
+        self.assertEqual('vhost_vdpa', self.sysfs.driver('vd0'))
+        self.assertEqual(self.node, self.sysfs.chardev('vd0'))
+        self.assertGreater(len(probes), 1)
+        self.assertEqual({'drivers_probe'}, set(probes))
+
     def test_bad_timeout(self):
         for bad in (0, -1, 301, 'ten', None, True):
             self.assertRaises(exception.VdpaInvalidArgument, self.sysfs.bind,
