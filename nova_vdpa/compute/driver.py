@@ -28,7 +28,16 @@ from nova 34.0.0's ``LibvirtDriver`` in three places only:
   constructed, not when it is imported;
 * with ``[nova_vdpa] offload_checks``, ``init_host`` logs a summary of the
   host's offload checks (:mod:`nova_vdpa.network.checks`); it never fails
-  the service.
+  the service;
+* ``init_host`` reconciles the host's devices with Nova's instances
+  before the compute manager resumes any guest
+  (:mod:`nova_vdpa.compute.startup`);
+* ``get_available_resource``, which the compute manager's
+  ``update_available_resource`` periodic task calls for each node (every
+  60 s with nova 34.0.0's default ``update_resources_interval = 0``, and
+  once at start-up), first retries the releases deferred while a process
+  held the device (:mod:`nova_vdpa.allocator.deferred`): no thread of our
+  own.
 """
 
 import typing as ty
@@ -40,6 +49,7 @@ from oslo_log import log as logging
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import inventory
 from nova_vdpa.compute import overrides
+from nova_vdpa.compute import startup
 from nova_vdpa.compute import vif
 from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
@@ -94,8 +104,21 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
 
     def init_host(self, host: str) -> None:
         super().init_host(host)
+        startup.reconcile(self, host)
         if self.vif_driver.offload_checks:
             self._log_offload_checks()
+
+    def get_available_resource(self, nodename: str) -> dict[str, ty.Any]:
+        """Nova's, after one retry of the deferred releases."""
+        self.retry_releases()
+        return super().get_available_resource(nodename)
+
+    def retry_releases(self) -> None:
+        """Retry the deferred releases once; never raises."""
+        try:
+            self.vif_driver.releases.retry()
+        except Exception:  # the resource update must go on
+            LOG.exception('Retrying the deferred vDPA releases failed')
 
     def _log_offload_checks(self) -> None:
         """Log the host's offload summary; never raises, never waits long."""

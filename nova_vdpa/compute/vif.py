@@ -34,7 +34,10 @@ representor's row in br-int is what the OVS agent needs, and warns if not.
 ``unplug`` releases the device after os-vif's unplug. Nova unplugs after
 the guest is gone or the interface detached, so QEMU has closed the
 chardev; when it has not (a paused guest keeps a detached device open),
-the release is refused, and the log names the domain that holds it.
+the release is deferred (:mod:`nova_vdpa.allocator.deferred`): unplug
+returns at once, the log names the domain that holds the device, and the
+driver's periodic resource update retries it. Allocating the port again
+drops its pending release.
 """
 
 import typing as ty
@@ -50,6 +53,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_vdpa import allocator as vdpa_allocator
+from nova_vdpa.allocator import deferred
 from nova_vdpa.compute import errors
 from nova_vdpa.compute import holders
 from nova_vdpa import exception
@@ -113,6 +117,10 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
                  simulated_vfs: ty.Collection[str] = ()) -> None:
         super().__init__(host)
         self.allocator = allocator
+        #: releases refused while a process holds the device, retried by
+        #: the driver's periodic resource update
+        self.releases = deferred.DeferredReleases(allocator,
+                                                  self._holder_of)
         self.offload_checks = offload_checks
         self.simulated_vfs = frozenset(simulated_vfs)
         # One OVSDB connection for the driver's life, made at first use.
@@ -145,7 +153,7 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
             vf = vif_obj.dev_address if 'dev_address' in vif_obj else ''
             if self._checked(vf):
                 checks.check_vf_ready(vf)
-            allocation = self.allocator.allocate(
+            allocation = self.releases.allocate(
                 self._request(vif_obj, image_meta, flavor))
             conf = self._interface_config(allocation, vif_obj, image_meta,
                                           flavor)
@@ -246,35 +254,17 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
 
     def release(self, instance: ty.Any, port_id: str,
                 vf_address: str | None) -> None:
-        """Release the port's device; never raises.
+        """Release the port's device, or defer it; never raises or waits.
 
         A release runs after the guest let go of the device, in cleanup
-        paths that must go on; a device left behind is ours (its name
-        says so) and the port's next allocation reuses or recreates it.
+        paths that must go on. A device still held is left in place and
+        its release retried by the periodic resource update.
         """
-        try:
-            self.allocator.release(port_id, vf_address)
-        except (exception.VdpaDeviceInUse, exception.VdpaDeleteTimeout) as e:
-            self._log_holders(instance, port_id, vf_address, e)
-        except exception.NovaVdpaException as e:
-            LOG.error('Could not release the vDPA device of port %(port)s: '
-                      '%(error)s', {'port': port_id, 'error': e},
-                      instance=instance)
+        self.releases.release(port_id, vf_address,
+                              instance_uuid=instance.uuid)
 
-    def _log_holders(self, instance: ty.Any, port_id: str,
-                     vf_address: str | None, error: Exception) -> None:
-        """Name the guest that holds the device of a refused release."""
-        found: list[holders.Holder] = []
-        try:
-            allocation = self.allocator.lookup(port_id, vf_address or '')
-            if allocation is not None:
-                found = holders.find(self.host, allocation.chardev)
-        except Exception as e:  # the warning below matters more
-            LOG.debug('Looking for the holder failed: %s', e)
-        who = (', '.join('libvirt domain %s (instance %s)'
-                         % (h.domain, h.uuid) for h in found)
-               or 'a process outside libvirt')
-        LOG.warning('The vDPA device of port %(port)s is still open, held '
-                    'by %(who)s: it is left in place (%(error)s)',
-                    {'port': port_id, 'who': who, 'error': error},
-                    instance=instance)
+    def _holder_of(self, chardev: str) -> str | None:
+        """The libvirt domains that hold ``chardev``, as text."""
+        return ', '.join('libvirt domain %s (instance %s)'
+                         % (h.domain, h.uuid)
+                         for h in holders.find(self.host, chardev)) or None
