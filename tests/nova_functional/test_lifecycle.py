@@ -402,7 +402,9 @@ class LiveMigrationTest(_LifecycleBase):
         """Record each vdpa interface XML handed to libvirt, with the MACs
         of our devices in that host's kernel at that moment."""
         real_attach = fakelibvirt.Domain.attachDeviceFlags
-        real_migrate = fakelibvirt.Domain.migrateToURI3
+        #: what libvirt's migration does: upstream's stub (the guest
+        #: appears on the destination) unless a test fails it
+        self.migrate_stub = fakelibvirt.Domain.migrateToURI3
 
         def vdpa_macs(xml):
             doc = etree.fromstring(xml)
@@ -423,7 +425,7 @@ class LiveMigrationTest(_LifecycleBase):
             self.events.append(('dest', 'migrate', (
                 frozenset(vdpa_macs(params['destination_xml'])),
                 frozenset(kernel_macs('dest')))))
-            return real_migrate(dom, dconnuri, params, flags)
+            return self.migrate_stub(dom, dconnuri, params, flags)
 
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.libvirt.Domain.attachDeviceFlags', attach))
@@ -456,27 +458,39 @@ class LiveMigrationTest(_LifecycleBase):
                          self._guest_macs('dest'))
         self.assertDevicesBeforeXml()
         self.assertReleasedAfterGuest()
-        self.assertIn(('dest', 'attach'), [e[:2] for e in self.events])
+        # the source's device went after the migration, the destination's
+        # came before its guest got the interface
+        (migrated,) = self._events('dest', 'migrate')
+        (attached,) = self._events('dest', 'attach')
+        self.assertLess(migrated, attached)
+        self.assertTrue(self._events('source', 'release'))
+        self.assertLess(migrated, min(self._events('source', 'release')))
+
+    def _fail_migration(self, dom, dconnuri, params, flags):
+        """QEMU's migration fails: the job ends failed and the guest never
+        starts on the destination (upstream's migrate stub, failing)."""
+        uuid = etree.fromstring(params['destination_xml']).find('./uuid').text
+        dom._connection.lookupByUUIDString(uuid).fail_job()
+
+    def _events(self, host, event):
+        return [i for i, e in enumerate(self.events)
+                if e[:2] == (host, event)]
 
     def test_live_migrate_fails(self):
-        # libvirt fails the migration itself: fake libvirt's own answer.
-        def fails(dom, dconnuri, params, flags):
-            raise fakelibvirt.make_libvirtError(
-                fakelibvirt.libvirtError, 'Migration failed',
-                error_code=fakelibvirt.VIR_ERR_INTERNAL_ERROR,
-                error_domain=fakelibvirt.VIR_FROM_QEMU)
-
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova.tests.fixtures.libvirt.Domain.migrateToURI3', fails))
+        self.migrate_stub = self._fail_migration
         server = self._live_migrate(self.server,
-                                    migration_expected_state='error')
+                                    migration_expected_state='failed')
         self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual('source', self._bound_hosts(self.ports[0]))
         self.assertDevicesMatchPorts()
+        # rolled back: the interface is back in the source's guest
         self.assertEqual({self.ports[0]['mac_address']},
                          self._guest_macs('source'))
+        self.assertEqual(set(), self._guest_macs('dest'))
         self.assertDevicesBeforeXml()
         self.assertReleasedAfterGuest()
+        self.assertEqual([], self._events('source', 'release'))
+        self.assertEqual(1, len(self._events('dest', 'migrate')))
 
     def test_live_migrate_fails_at_destination(self):
         # pre_live_migration on the destination fails after plugging.
@@ -496,3 +510,4 @@ class LiveMigrationTest(_LifecycleBase):
         self.assertDevicesMatchPorts()
         self.assertDevicesBeforeXml()
         self.assertReleasedAfterGuest()
+        self.assertEqual([], self._events('source', 'release'))
