@@ -26,10 +26,13 @@ tasks are run (``_run_periodics``), never waited for.
 
 Live migration takes upstream's path for vdpa ports: the source detaches
 them before the migration (``_detach_direct_passthrough_vifs``) and the
-destination attaches them after it (``_reattach_instance_vifs``); a failed
-migration reattaches them on the source. Those tests also check the order:
-a device exists before any XML that names it is handed to libvirt, and the
-source's device is released only once its guest no longer uses it.
+destination attaches them after it (``_reattach_instance_vifs``); a failed,
+aborted or refused (``pre_live_migration``) migration reattaches them on
+the source. Those tests also check the order: a device exists before any
+XML that names it is handed to libvirt, the source's device is released
+only after the migration and once its guest no longer uses it, and after a
+failure the source's device was never released and the destination holds
+none.
 """
 
 import os
@@ -491,6 +494,35 @@ class LiveMigrationTest(_LifecycleBase):
         self.assertReleasedAfterGuest()
         self.assertEqual([], self._events('source', 'release'))
         self.assertEqual(1, len(self._events('dest', 'migrate')))
+
+    def _abort_migration(self, dom, dconnuri, params, flags):
+        """The admin aborts the migration while it runs (DELETE on the
+        server's migration, as in upstream's abort tests); libvirt then
+        reports the job cancelled."""
+        server_id = self.server['id']
+        (migration,) = [m for m in self.api.get_migrations()
+                        if m['instance_uuid'] == server_id
+                        and m['migration_type'] == 'live-migration']
+        self.api.delete_migration(server_id, migration['id'])
+
+    def test_live_migrate_aborted(self):
+        def abort_job(dom):
+            dom._job_type = fakelibvirt.VIR_DOMAIN_JOB_CANCELLED
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.abortJob', abort_job))
+        self.migrate_stub = self._abort_migration
+        server = self._live_migrate(self.server,
+                                    migration_expected_state='cancelled')
+        self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual('source', self._bound_hosts(self.ports[0]))
+        self.assertDevicesMatchPorts()
+        self.assertEqual({self.ports[0]['mac_address']},
+                         self._guest_macs('source'))
+        self.assertEqual(set(), self._guest_macs('dest'))
+        self.assertDevicesBeforeXml()
+        self.assertReleasedAfterGuest()
+        self.assertEqual([], self._events('source', 'release'))
 
     def test_live_migrate_fails_at_destination(self):
         # pre_live_migration on the destination fails after plugging.
