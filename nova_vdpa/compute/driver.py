@@ -134,10 +134,12 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
 
     def _detach_direct_passthrough_vifs(self, context, migrate_data,
                                         instance):
-        """Nova's detach before a live migration; the source's vdpa
-        devices stay until the migration ends: released by
-        ``post_live_migration_at_source``'s unplug once the source guest
-        is gone, reattached by ``rollback_live_migration_at_source``."""
+        """Nova's detach before a live migration; the devices stay.
+
+        The source's vdpa devices stay until the migration ends: released
+        by ``post_live_migration_at_source``'s unplug once the source guest
+        is gone, reattached by ``rollback_live_migration_at_source``.
+        """
         with self.vif_driver.keeping_devices(instance.uuid):
             super()._detach_direct_passthrough_vifs(context, migrate_data,
                                                     instance)

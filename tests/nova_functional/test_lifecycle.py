@@ -51,8 +51,10 @@ from tests.nova_functional import vdpa_base
 
 
 class _LifecycleBase(vdpa_base.VdpaDriverMixin, upstream.VDPAServersTest):
-    """Upstream's vdpa test class, without its tests (test_vdpa_servers
-    runs them), and the kernel-versus-ports check."""
+    """Upstream's vdpa test class without its tests; the kernel check.
+
+    test_vdpa_servers runs upstream's tests.
+    """
 
     # Nova's fake hosts: 'source' and 'dest' both have upstream's PF with
     # four VFs, each VF a management device that takes one vDPA device.
@@ -150,7 +152,7 @@ class _LifecycleBase(vdpa_base.VdpaDriverMixin, upstream.VDPAServersTest):
                              'host %s: kernel devices (right) are not the '
                              'vdpa ports bound to it (left)' % host)
 
-    def _bound_hosts(self, port):
+    def _binding_host(self, port):
         return self.neutron.show_port(port['id'])['port']['binding:host_id']
 
 
@@ -166,7 +168,7 @@ class LifecycleTest(_LifecycleBase):
     def test_boot(self):
         self._start_hosts('source', 'dest')
         server, ports = self._boot(ports=2)
-        self.assertEqual('source', self._bound_hosts(ports[0]))
+        self.assertEqual('source', self._binding_host(ports[0]))
         self.assertEqual(2, len(self._devices('source')))
         self.assertDevicesMatchPorts()
 
@@ -220,7 +222,7 @@ class LifecycleTest(_LifecycleBase):
         port = self._vdpa_port('attached')
         self.assertDevicesMatchPorts()
         self._attach_interface(server, port['id'])
-        self.assertEqual('source', self._bound_hosts(port))
+        self.assertEqual('source', self._binding_host(port))
         self.assertEqual(2, len(self._devices('source')))
         self.assertDevicesMatchPorts()
 
@@ -290,7 +292,7 @@ class LifecycleTest(_LifecycleBase):
                              {'forced_down': True})
         # Since microversion 2.95 an evacuated server arrives stopped.
         server = self._evacuate_server(server, expected_host='dest')
-        self.assertEqual('dest', self._bound_hosts(ports[0]))
+        self.assertEqual('dest', self._binding_host(ports[0]))
         # The source is down: what its kernel holds waits for its return.
         self.assertDevicesMatchPorts(hosts=['dest'])
         self.restart_compute_service('source')
@@ -311,7 +313,7 @@ class LifecycleTest(_LifecycleBase):
         server, ports = self._boot()
         server = self._shelve_server(server, expected_state='SHELVED')
         self._shelve_offload_server(server)
-        self.assertIsNone(self._bound_hosts(ports[0]))
+        self.assertIsNone(self._binding_host(ports[0]))
         self.assertDevicesMatchPorts()
 
     def test_unshelve_same_host(self):
@@ -320,7 +322,7 @@ class LifecycleTest(_LifecycleBase):
         server = self._shelve_server(server)
         self.assertDevicesMatchPorts()
         server = self._unshelve_server(server)
-        self.assertEqual('source', self._bound_hosts(ports[0]))
+        self.assertEqual('source', self._binding_host(ports[0]))
         self.assertDevicesMatchPorts()
 
     def test_unshelve_other_host(self):
@@ -330,7 +332,7 @@ class LifecycleTest(_LifecycleBase):
         self.assertDevicesMatchPorts()
         self._disable('source')
         server = self._unshelve_server(server)
-        self.assertEqual('dest', self._bound_hosts(ports[0]))
+        self.assertEqual('dest', self._binding_host(ports[0]))
         self.assertDevicesMatchPorts()
 
     def test_delete(self):
@@ -402,8 +404,10 @@ class LiveMigrationTest(_LifecycleBase):
             allocator.release = release
 
     def _watch_xml(self):
-        """Record each vdpa interface XML handed to libvirt, with the MACs
-        of our devices in that host's kernel at that moment."""
+        """Record each vdpa interface XML handed to libvirt.
+
+        With it, the MACs of our devices in that host's kernel then.
+        """
         real_attach = fakelibvirt.Domain.attachDeviceFlags
         #: what libvirt's migration does: upstream's stub (the guest
         #: appears on the destination) unless a test fails it
@@ -455,7 +459,7 @@ class LiveMigrationTest(_LifecycleBase):
     def test_live_migrate(self):
         server = self._live_migrate(self.server)
         self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual('dest', self._bound_hosts(self.ports[0]))
+        self.assertEqual('dest', self._binding_host(self.ports[0]))
         self.assertDevicesMatchPorts()
         self.assertEqual({self.ports[0]['mac_address']},
                          self._guest_macs('dest'))
@@ -465,13 +469,18 @@ class LiveMigrationTest(_LifecycleBase):
         # came before its guest got the interface
         (migrated,) = self._events('dest', 'migrate')
         (attached,) = self._events('dest', 'attach')
+        # upstream's hot-unplug path: the migrated XML has no vdpa interface
+        self.assertEqual(frozenset(), self.events[migrated][2][0])
         self.assertLess(migrated, attached)
         self.assertTrue(self._events('source', 'release'))
         self.assertLess(migrated, min(self._events('source', 'release')))
 
     def _fail_migration(self, dom, dconnuri, params, flags):
-        """QEMU's migration fails: the job ends failed and the guest never
-        starts on the destination (upstream's migrate stub, failing)."""
+        """QEMU's migration fails: the job ends failed.
+
+        The guest never starts on the destination (upstream's migrate
+        stub, failing).
+        """
         uuid = etree.fromstring(params['destination_xml']).find('./uuid').text
         dom._connection.lookupByUUIDString(uuid).fail_job()
 
@@ -484,7 +493,7 @@ class LiveMigrationTest(_LifecycleBase):
         server = self._live_migrate(self.server,
                                     migration_expected_state='failed')
         self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual('source', self._bound_hosts(self.ports[0]))
+        self.assertEqual('source', self._binding_host(self.ports[0]))
         self.assertDevicesMatchPorts()
         # rolled back: the interface is back in the source's guest
         self.assertEqual({self.ports[0]['mac_address']},
@@ -496,9 +505,11 @@ class LiveMigrationTest(_LifecycleBase):
         self.assertEqual(1, len(self._events('dest', 'migrate')))
 
     def _abort_migration(self, dom, dconnuri, params, flags):
-        """The admin aborts the migration while it runs (DELETE on the
-        server's migration, as in upstream's abort tests); libvirt then
-        reports the job cancelled."""
+        """The admin aborts the migration while it runs.
+
+        A DELETE on the server's migration, as in upstream's abort tests;
+        libvirt then reports the job cancelled.
+        """
         server_id = self.server['id']
         (migration,) = [m for m in self.api.get_migrations()
                         if m['instance_uuid'] == server_id
@@ -515,7 +526,7 @@ class LiveMigrationTest(_LifecycleBase):
         server = self._live_migrate(self.server,
                                     migration_expected_state='cancelled')
         self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual('source', self._bound_hosts(self.ports[0]))
+        self.assertEqual('source', self._binding_host(self.ports[0]))
         self.assertDevicesMatchPorts()
         self.assertEqual({self.ports[0]['mac_address']},
                          self._guest_macs('source'))
@@ -538,7 +549,7 @@ class LiveMigrationTest(_LifecycleBase):
         server = self._live_migrate(self.server,
                                     migration_expected_state='error')
         self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual('source', self._bound_hosts(self.ports[0]))
+        self.assertEqual('source', self._binding_host(self.ports[0]))
         self.assertDevicesMatchPorts()
         self.assertDevicesBeforeXml()
         self.assertReleasedAfterGuest()

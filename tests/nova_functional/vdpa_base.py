@@ -43,8 +43,7 @@ VF_ADDRESSES = ['0000:06:00.%d' % f for f in range(1, 5)]
 
 
 class VdpaDriverMixin:
-    """Runs upstream's vdpa test class on LibvirtVdpaDriver over fake
-    kernels."""
+    """Upstream's vdpa test class on LibvirtVdpaDriver over fake kernels."""
 
     PRECREATED = False
 
