@@ -33,11 +33,11 @@ representor's row in br-int is what the OVS agent needs, and warns if not.
 
 ``unplug`` releases the device after os-vif's unplug, except while the
 driver detaches an instance's vdpa interfaces for a while (suspend, live
-migration: :meth:`LibvirtVdpaVIFDriver.keeping_devices`), when the port
-stays bound to the host. Nova unplugs after
-the guest is gone or the interface detached, so QEMU has closed the
-chardev; when it has not (a paused guest keeps a detached device open),
-the release is refused, and the log names the domain that holds it.
+migration: :meth:`LibvirtVdpaVIFDriver.keeping_devices`) and the port
+stays bound to the host. Nova unplugs after the guest is gone or the
+interface detached, so QEMU has closed the chardev; when it has not (a
+paused guest keeps a detached device open), the release is refused, and
+the log names the domain that holds it.
 """
 
 import contextlib
