@@ -14,7 +14,7 @@
 
 Load it with ``compute_driver = nova_vdpa.LibvirtVdpaDriver`` (nova's
 loader imports ``nova.virt.nova_vdpa``, a one-line re-export). It differs
-from nova 34.0.0's ``LibvirtDriver`` in three places only:
+from nova 34.0.0's ``LibvirtDriver`` in these places only:
 
 * its VIF driver (:mod:`nova_vdpa.compute.vif`) creates the vDPA device of
   each ``vnic_type=vdpa`` port before the guest XML names it, gives the
@@ -23,6 +23,9 @@ from nova 34.0.0's ``LibvirtDriver`` in three places only:
 * ``_get_pci_passthrough_devices`` types the VFs that can carry a vDPA
   device as ``vdpa`` at every periodic update
   (:mod:`nova_vdpa.compute.inventory`);
+* the detaches Nova makes before a suspend and a live migration
+  (``_detach_direct_passthrough_ports``, ``_detach_direct_passthrough_vifs``)
+  keep the devices: the ports stay bound to the host;
 * it registers the ``[nova_vdpa]`` options and checks the private Nova
   names it relies on (:mod:`nova_vdpa.compute.overrides`) when it is
   constructed, not when it is imported;
@@ -146,6 +149,23 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         vfs.update(_vf_of(dev.mgmtdev)
                    for dev in self.vdpa_allocator.owned_devices())
         return inventory.mark_vdpa_vfs(devices, vfs)
+
+    def _detach_direct_passthrough_ports(self, context, instance, guest):
+        """Nova's suspend-time detach; the vdpa devices stay (resume)."""
+        with self.vif_driver.keeping_devices(instance.uuid):
+            super()._detach_direct_passthrough_ports(context, instance, guest)
+
+    def _detach_direct_passthrough_vifs(self, context, migrate_data,
+                                        instance):
+        """Nova's detach before a live migration; the devices stay.
+
+        The source's vdpa devices stay until the migration ends: released
+        by ``post_live_migration_at_source``'s unplug once the source guest
+        is gone, reattached by ``rollback_live_migration_at_source``.
+        """
+        with self.vif_driver.keeping_devices(instance.uuid):
+            super()._detach_direct_passthrough_vifs(context, migrate_data,
+                                                    instance)
 
 
 def _vf_of(mgmtdev: str) -> str:

@@ -55,6 +55,17 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         'devices as vdpa at every periodic update; wraps the cached '
         'original (functools.cache, for the life of the process)'),
     PrivateName(
+        'nova.virt.libvirt.driver', 'LibvirtDriver',
+        '_detach_direct_passthrough_ports',
+        'overridden: suspend detaches vdpa interfaces with detach_interface '
+        '(which unplugs); the devices are kept for resume'),
+    PrivateName(
+        'nova.virt.libvirt.driver', 'LibvirtDriver',
+        '_detach_direct_passthrough_vifs',
+        'overridden: live migration detaches vdpa interfaces on the source '
+        'with detach_interface (which unplugs); the devices are kept until '
+        'post_live_migration_at_source or the rollback'),
+    PrivateName(
         'nova.virt.libvirt.driver', 'LibvirtDriver', '_host',
         "used: the driver's libvirt Host, given to the VIF driver and used "
         'to find the guest that holds a chardev', on_instance=True),

@@ -31,15 +31,19 @@ With ``[nova_vdpa] offload_checks`` (VFs of ``simulated_vfs`` excepted),
 rescheduled, when it cannot; ``plug`` checks after os-vif's plug that the
 representor's row in br-int is what the OVS agent needs, and warns if not.
 
-``unplug`` releases the device after os-vif's unplug. Nova unplugs after
-the guest is gone or the interface detached, so QEMU has closed the
-chardev; when it has not (a paused guest keeps a detached device open),
-the release is deferred (:mod:`nova_vdpa.allocator.deferred`): unplug
-returns at once, the log names the domain that holds the device, and the
-driver's periodic resource update retries it. Allocating the port again
-drops its pending release.
+``unplug`` releases the device after os-vif's unplug, except while the
+driver detaches an instance's vdpa interfaces for a while (suspend, live
+migration: :meth:`LibvirtVdpaVIFDriver.keeping_devices`) and the port
+stays bound to the host. Nova unplugs after the guest is gone or the
+interface detached, so QEMU has closed the chardev; when it has not (a
+paused guest keeps a detached device open), the release is deferred
+(:mod:`nova_vdpa.allocator.deferred`): unplug returns at once, the log
+names the domain that holds the device, and the driver's periodic resource
+update retries it. Allocating the port again drops its pending release.
 """
 
+import contextlib
+import threading
 import typing as ty
 
 from nova.network import model as network_model
@@ -126,6 +130,29 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         # One OVSDB connection for the driver's life, made at first use.
         self._ovsdb: ovsdb.OvsdbReader | None = None
         self._ovsdb_warned = False
+        # Instances whose vdpa interfaces are detached for a while (suspend,
+        # live migration): their unplug keeps the devices.
+        self._kept: set[str] = set()
+        self._kept_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def keeping_devices(self, instance_uuid: str) -> ty.Iterator[None]:
+        """Unplugs of the instance's VIFs keep their devices meanwhile.
+
+        Nova detaches vdpa interfaces for a while with its own
+        ``detach_interface``, which unplugs: before suspending the guest
+        (the interfaces come back on resume) and before a live migration
+        (they come back on the destination, or on the source when the
+        migration fails). The port stays bound to this host throughout,
+        so its device stays too; it is released when the port leaves.
+        """
+        with self._kept_lock:
+            self._kept.add(instance_uuid)
+        try:
+            yield
+        finally:
+            with self._kept_lock:
+                self._kept.discard(instance_uuid)
 
     def _checked(self, vf_address: str | None) -> bool:
         """Whether the offload checks apply to this VF."""
@@ -247,7 +274,12 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
     def unplug(self, instance, vif):
         super().unplug(instance, vif)
         vif_obj = self._vdpa_vif(vif)
-        if vif_obj is not None:
+        with self._kept_lock:
+            kept = instance.uuid in self._kept
+        if vif_obj is not None and kept:
+            LOG.debug('vDPA device of port %s kept: the interface is '
+                      'detached for a while', vif_obj.id, instance=instance)
+        elif vif_obj is not None:
             self.release(instance, vif_obj.id,
                          vif_obj.dev_address
                          if 'dev_address' in vif_obj else None)

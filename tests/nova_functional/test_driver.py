@@ -29,6 +29,7 @@ kernel and Open vSwitch in tests/functional/test_network_offload.py.
 import logging
 import os
 import socket
+from unittest import mock
 
 import fixtures
 from lxml import etree
@@ -279,6 +280,52 @@ class TestVif(DriverTestCase):
         self.assertEqual({}, self.kernel.devices)
         # and again: idempotent
         self.driver.vif_driver.unplug(self.instance, make_vif())
+
+    def test_unplug_while_kept_keeps_the_device(self):
+        # suspend and live migration detach for a while: the port stays
+        self.get_config(make_vif())
+        name = vdpa_allocator.device_name(uuids.port)
+        with self.driver.vif_driver.keeping_devices(self.instance.uuid):
+            self.driver.vif_driver.unplug(self.instance, make_vif())
+            self.assertIn(name, self.kernel.devices)
+        # afterwards (the port left) the unplug releases it
+        self.driver.vif_driver.unplug(self.instance, make_vif())
+        self.assertEqual({}, self.kernel.devices)
+
+    def test_keeping_devices_is_per_instance(self):
+        self.get_config(make_vif())
+        with self.driver.vif_driver.keeping_devices(uuids.other_instance):
+            self.driver.vif_driver.unplug(self.instance, make_vif())
+        self.assertEqual({}, self.kernel.devices)
+
+    def test_suspend_and_live_migration_detaches_keep_the_devices(self):
+        seen = []
+
+        def detach_interface(context, instance, vif):
+            self.driver.vif_driver.unplug(instance, vif)
+            seen.append(dict(self.kernel.devices))
+
+        self.get_config(make_vif())
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.detach_interface',
+            side_effect=detach_interface))
+        self.instance.info_cache = objects.InstanceInfoCache(
+            network_info=network_model.NetworkInfo([make_vif()]))
+        self.instance.system_metadata = {}
+        self.instance.pci_devices = objects.PciDeviceList(objects=[])
+        self.driver._detach_direct_passthrough_ports(
+            None, self.instance, mock.Mock())
+        migrate_data = objects.LibvirtLiveMigrateData(vifs=[
+            objects.VIFMigrateData(port_id=uuids.port, source_vif=make_vif(),
+                                   vnic_type='vdpa', vif_type='ovs',
+                                   profile={}, host='dest')])
+        self.driver._detach_direct_passthrough_vifs(
+            None, migrate_data, self.instance)
+        name = vdpa_allocator.device_name(uuids.port)
+        self.assertEqual(2, len(seen))
+        for devices in seen:
+            self.assertIn(name, devices)
+        self.assertIn(name, self.kernel.devices)
 
     def test_held_device_is_kept_and_the_holder_named(self):
         conf = self.get_config(make_vif())

@@ -52,102 +52,16 @@ Adaptations, each because the test asserts upstream's model:
   operator device is still there.
 """
 
-from unittest import mock
-
 from lxml import etree
-from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.libvirt import test_pci_sriov_servers as upstream
 import nova.virt.libvirt.guest
-from oslo_config import cfg
 
 from nova_vdpa import allocator as vdpa_allocator
-from nova_vdpa.compute import driver as vdpa_driver
-from nova_vdpa import conf as vdpa_conf
-from tests.unit.compute import kernels
-from tests.unit import fake_kernel
-
-CONF = cfg.CONF
-
-#: upstream's b5:... with the multicast (I/G) bit cleared
-UNICAST_MAC = 'b4:bc:2e:e7:51:ee'
-#: the VFs upstream's start_vdpa_compute makes: 0000:06:00.1 - .4
-VF_ADDRESSES = ['0000:06:00.%d' % f for f in range(1, 5)]
+from tests.nova_functional import vdpa_base
 
 
-class _VdpaDriverMixin:
-    """Runs the upstream tests on LibvirtVdpaDriver over fake kernels."""
-
-    PRECREATED = False
-
-    def setUp(self):
-        self.kernels = self.useFixture(kernels.FakeHostKernels(
-            default=lambda: [fake_kernel.mlx5_vf(a) for a in VF_ADDRESSES]))
-        super().setUp()
-        self.addCleanup(self._check_kernels)
-
-    def _setup_compute_service(self):
-        self.flags(compute_driver='nova_vdpa.LibvirtVdpaDriver')
-        vdpa_conf.register_opts(CONF)
-        self.flags(offload_checks=False, group=vdpa_driver.option_group())
-
-    def start_vdpa_compute(self, hostname='compute-0'):
-        made = []
-        real_add = fakelibvirt.HostVDPADevicesInfo.add_device
-
-        def add_device(info, name, idx, parent):
-            made.append((idx, parent))
-            if self.PRECREATED:
-                return real_add(info, name, idx, parent)
-
-        with mock.patch.object(fakelibvirt.HostVDPADevicesInfo,
-                               'add_device', add_device):
-            hostname = super().start_vdpa_compute(hostname=hostname)
-        if self.PRECREATED:
-            self._make_operator_devices(hostname, made)
-        return hostname
-
-    def create_vdpa_port(self):
-        real_create = self.neutron.create_port
-
-        def create_port(body):
-            body['port']['mac_address'] = UNICAST_MAC
-            return real_create(body)
-
-        with mock.patch.object(self.neutron, 'create_port', create_port):
-            return super().create_vdpa_port()
-
-    def _make_operator_devices(self, hostname, made):
-        kernel = self.kernels.kernel(hostname)
-        client = kernel.client()
-        self.addCleanup(client.close)
-        for idx, parent in made:
-            address = '0000:%02x:%02x.%d' % (parent.bus, parent.slot,
-                                             parent.function)
-            name = 'vdpa%d' % idx
-            if name not in kernel.devices:  # a restarted compute
-                client.create_device(name, 'pci/' + address)
-                kernel.sysfs().bind(name)
-
-    def _check_kernels(self):
-        # By MAC: the fake libvirt keeps no <source dev> for an interface
-        # it attached (its attachDevice reads only a bridge source).
-        for host, kernel in self.kernels.kernels.items():
-            macs = set()
-            compute = getattr(self, 'computes', {}).get(host)
-            if compute is not None:
-                conn = compute.driver._host.get_connection()
-                for dom in conn._vms.values():
-                    macs.update(nic.get('mac')
-                                for nic in dom._def['devices']['nics'])
-            for name, dev in kernel.devices.items():
-                if vdpa_allocator.is_ours(name):
-                    self.assertIn(dev.mac, macs,
-                                  '%s: %s left behind' % (host, name))
-            if self.PRECREATED:
-                self.assertEqual(
-                    {'vdpa%d' % i for i in range(len(VF_ADDRESSES))},
-                    {n for n in kernel.devices
-                     if not vdpa_allocator.is_ours(n)}, host)
+class _VdpaDriverMixin(vdpa_base.VdpaDriverMixin):
+    """Upstream's tests with our test_create_server."""
 
     def test_create_server(self):
         """Create an instance using a neutron-provisioned vDPA VIF."""
