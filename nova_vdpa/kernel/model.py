@@ -122,8 +122,11 @@ class ManagementDevice:
         return cls(
             bus=attrs.get('VDPA_ATTR_MGMTDEV_BUS_NAME') or None,
             name=attrs['VDPA_ATTR_MGMTDEV_DEV_NAME'],
-            supported_class_ids=tuple(i for i in range(1, 64)
-                                      if classes & (1 << i)),
+            # Only up to the highest bit set: this runs once per
+            # management device of a dump, at every periodic update.
+            supported_class_ids=tuple(
+                i for i in range(1, min(classes.bit_length(), 64))
+                if classes >> i & 1),
             max_supported_vqs=attrs.get('VDPA_ATTR_DEV_MGMTDEV_MAX_VQS'),
             supported_features=attrs.get('VDPA_ATTR_DEV_SUPPORTED_FEATURES'))
 

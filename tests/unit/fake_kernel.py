@@ -520,12 +520,9 @@ class FakeVdpaSocket:
         wire.decode()
         dump = bool(msg_flags & 0x300)
         replies = self.kernel.handle(wire['cmd'], dict(wire['attrs']), dump)
-        out = []
-        for cmd, attrs in replies:
-            parsed = netlink.vdpamsg(self._encoded(cmd, attrs))
-            parsed.decode()
-            out.append(parsed)
-        return iter(out)
+        # Decoded as the real socket decodes the kernel's replies.
+        return iter([netlink.decode_reply(self._encoded(cmd, attrs))
+                     for cmd, attrs in replies])
 
     def _encoded(self, cmd, attrs):
         """The reply on the wire, encoded once per distinct reply.

@@ -13,6 +13,7 @@
 """The vdpa netlink client against the fake kernel (real pyroute2 codec)."""
 
 import errno
+import struct
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
@@ -350,3 +351,161 @@ class TestFeatureNames(base.TestCase):
         m['header']['type'] = 0x1c
         m.encode()
         self.assertIn(b'vd0\x00', bytes(m.data))
+
+
+def _wire(cmd, attrs, msg_type=0x1c, seq=0, flags=0):
+    m = netlink.vdpamsg()
+    m['cmd'] = cmd
+    m['version'] = netlink.GENL_VERSION
+    m['attrs'] = attrs
+    m['header']['type'] = msg_type
+    m['header']['sequence_number'] = seq
+    m['header']['flags'] = flags
+    m.encode()
+    return bytes(m.data)
+
+
+class TestDecodeReply(base.TestCase):
+    """decode_reply reads what pyroute2's own decoder reads."""
+
+    # Every attribute format of the family's map, with edge values.
+    attrs = [
+        ('VDPA_ATTR_MGMTDEV_BUS_NAME', 'pci'),
+        ('VDPA_ATTR_MGMTDEV_DEV_NAME', '0000:08:00.2'),
+        ('VDPA_ATTR_MGMTDEV_SUPPORTED_CLASSES', 1 << 1),
+        ('VDPA_ATTR_DEV_NAME', 'nvdpa-\u00e9t\u00e9'),
+        ('VDPA_ATTR_DEV_ID', 1),
+        ('VDPA_ATTR_DEV_VENDOR_ID', 0x15b3),
+        ('VDPA_ATTR_DEV_MAX_VQS', 2 ** 32 - 1),
+        ('VDPA_ATTR_DEV_MAX_VQ_SIZE', 256),
+        ('VDPA_ATTR_DEV_MIN_VQ_SIZE', 1),
+        ('VDPA_ATTR_DEV_NET_CFG_MACADDR', 'fa:16:3e:0a:0b:0c'),
+        ('VDPA_ATTR_DEV_NET_STATUS', 0x0103),
+        ('VDPA_ATTR_DEV_NET_CFG_MAX_VQP', 8),
+        ('VDPA_ATTR_DEV_NET_CFG_MTU', 9000),
+        ('VDPA_ATTR_DEV_NEGOTIATED_FEATURES', 2 ** 64 - 1),
+        ('VDPA_ATTR_DEV_VENDOR_ATTR_NAME', 'received_desc'),
+        ('VDPA_ATTR_DEV_VENDOR_ATTR_VALUE', 7),
+        ('VDPA_ATTR_DEV_VENDOR_ATTR_NAME', 'completed_desc'),
+        ('VDPA_ATTR_DEV_VENDOR_ATTR_VALUE', 5),
+        ('VDPA_ATTR_21', 1 << 5),
+    ]
+
+    def test_same_as_pyroute2(self):
+        # A copy: pyroute2's encoder replaces the list's items.
+        data = _wire(netlink.VDPA_CMD_DEV_CONFIG_GET, list(self.attrs))
+        ours = netlink.decode_reply(data)
+        theirs = netlink.vdpamsg(data)
+        theirs.decode()
+        self.assertEqual(netlink.VDPA_CMD_DEV_CONFIG_GET, ours['cmd'])
+        self.assertEqual([(a[0], a[1]) for a in theirs['attrs']],
+                         ours['attrs'])
+        # pyroute2 pads u64 attributes with PAD (0) attributes.
+        self.assertEqual(self.attrs, [a for a in ours['attrs']
+                                      if a[0] != 'VDPA_ATTR_PAD'])
+
+    def test_unknown_attribute_skipped_and_message_bounds_kept(self):
+        first = bytearray(_wire(netlink.VDPA_CMD_DEV_GET, [
+            ('VDPA_ATTR_DEV_NAME', 'a'), ('VDPA_ATTR_DEV_ID', 1)]))
+        # A newer kernel's attribute 40 (u32) appended to the message.
+        first += (8).to_bytes(2, 'little') + (40).to_bytes(2, 'little')
+        first += (7).to_bytes(4, 'little')
+        first[0:4] = len(first).to_bytes(4, 'little')
+        second = _wire(netlink.VDPA_CMD_DEV_GET, [('VDPA_ATTR_DEV_NAME',
+                                                   'b')])
+        buf = bytes(first) + second
+        self.assertEqual(
+            [('VDPA_ATTR_DEV_NAME', 'a'), ('VDPA_ATTR_DEV_ID', 1)],
+            netlink.decode_reply(buf)['attrs'])
+        self.assertEqual([('VDPA_ATTR_DEV_NAME', 'b')], netlink.decode_reply(
+            buf, len(first))['attrs'])
+
+
+class _ScriptedNetlink:
+    """Stands for the kernel's side of a netlink socket: canned buffers."""
+
+    def __init__(self, buffers):
+        self.buffers = list(buffers)
+        self.sent = []
+
+    def send(self, data):
+        self.sent.append(bytes(data))
+
+    def recvmsg(self, size):
+        return self.buffers.pop(0), [], 0, None
+
+    def close(self):
+        pass
+
+
+def _done(seq, code=0):
+    return struct.pack('=IHHIIi', 20, netlink.NLMSG_DONE, 2, seq, 0, code)
+
+
+def _ack(seq, code=0, extack=None):
+    # The error code, then the header of the request it answers.
+    body = struct.pack('=i', code)
+    body += struct.pack('=IHHII', 16, 0x1c, 5, seq, 0)
+    flags = 0
+    if extack:
+        text = extack.encode() + b'\0'
+        nla = struct.pack('=HH', 4 + len(text), 1) + text
+        nla += b'\0' * (-len(nla) % 4)
+        body += nla
+        flags = 0x200  # NLM_F_ACK_TLVS
+    return struct.pack('=IHHII', 16 + len(body), netlink.NLMSG_ERROR,
+                       flags, seq, 0) + body
+
+
+class TestVdpaSocketReplies(base.TestCase):
+    """How VdpaSocket splits, matches and ends the kernel's answers."""
+
+    def socket(self, *buffers):
+        sock = netlink.VdpaSocket.__new__(netlink.VdpaSocket)
+        sock._sock = _ScriptedNetlink(buffers)
+        sock._seq = 0
+        sock.prid = 0x1c
+        sock._marshal = netlink.Marshal()
+        return sock
+
+    def request(self, sock, flags):
+        m = netlink.vdpamsg()
+        m['cmd'] = netlink.VDPA_CMD_DEV_GET
+        m['version'] = 1
+        m['attrs'] = []
+        return sock.nlm_request(m, 0x1c, flags)
+
+    def dev(self, name, seq, flags=2):
+        return _wire(netlink.VDPA_CMD_DEV_GET, [('VDPA_ATTR_DEV_NAME', name)],
+                     seq=seq, flags=flags)
+
+    def test_dump_over_several_reads_skipping_late_replies(self):
+        late = self.dev('old', seq=7)
+        sock = self.socket(late + self.dev('a', 1), self.dev('b', 1)
+                           + _done(1))
+        replies = self.request(sock, netlink.NLM_F_REQUEST |
+                               netlink.NLM_F_DUMP)
+        self.assertEqual([[('VDPA_ATTR_DEV_NAME', 'a')],
+                          [('VDPA_ATTR_DEV_NAME', 'b')]],
+                         [r['attrs'] for r in replies])
+
+    def test_dump_that_fails_after_its_first_part_raises(self):
+        sock = self.socket(self.dev('a', 1) + _done(1, -errno.EMSGSIZE))
+        e = self.assertRaises(
+            netlink.NetlinkError, self.request, sock,
+            netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP)
+        self.assertEqual(errno.EMSGSIZE, e.code)
+
+    def test_get_ends_at_the_ack(self):
+        sock = self.socket(self.dev('a', 1, flags=0) + _ack(1))
+        replies = self.request(sock, netlink.NLM_F_REQUEST |
+                               netlink.NLM_F_ACK)
+        self.assertEqual([[('VDPA_ATTR_DEV_NAME', 'a')]],
+                         [r['attrs'] for r in replies])
+
+    def test_error_carries_the_extended_ack(self):
+        sock = self.socket(_ack(1, -errno.EINVAL, 'MTU must be >= 68'))
+        e = self.assertRaises(netlink.NetlinkError, self.request, sock,
+                              netlink.NLM_F_REQUEST | netlink.NLM_F_ACK)
+        self.assertEqual(errno.EINVAL, e.code)
+        self.assertEqual('MTU must be >= 68', e.args[1])
