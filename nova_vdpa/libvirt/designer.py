@@ -119,6 +119,20 @@ VIRTIO_F_RING_PACKED = 34
 
 VIRTIO_MODEL = 'virtio'
 
+#: The oldest QEMU seen to live-migrate a guest with a vhost-vdpa netdev
+#: (10.0, Debian 13, in the test bed; 7.2 refuses, releases in between
+#: were not tried): below it, a vdpa port must be unplugged first.
+MIN_QEMU_VDPA_MIGRATION = 10000000
+
+#: The oldest QEMU seen to close the chardev of an interface detached
+#: from a paused guest (7.2 keeps it until the guest is destroyed).
+MIN_QEMU_PAUSED_DETACH_RELEASE = 10000000
+
+#: QEMU's migration blocker for a vhost device that cannot log dirty pages
+#: (QEMU 7.2 on a vhost-vdpa netdev without shadow virtqueues); libvirt
+#: passes it on in the error of a refused migration.
+QEMU_VDPA_MIGRATION_BLOCKER = 'vhost lacks VHOST_F_LOG_ALL feature'
+
 #: What a vhost-vdpa node path looks like (tests whose fake kernel keeps
 #: its nodes in a temporary folder replace it).
 CHARDEV_RE = re.compile(r'/dev/vhost-vdpa-[0-9]+')
@@ -242,6 +256,30 @@ def check_host(host: Host) -> None:
             raise exception.HypervisorTooOld(
                 component=component, required=version_str(required),
                 found=version_str(found))
+
+
+def live_migration_possible(host: Host) -> bool:
+    """Whether this host's QEMU migrates a vdpa interface live.
+
+    Decided by version (see MIN_QEMU_VDPA_MIGRATION); a host below it
+    needs the port unplugged before a live migration and plugged again on
+    the destination.
+    """
+    return host.qemu_version >= MIN_QEMU_VDPA_MIGRATION
+
+
+def paused_detach_releases(host: Host) -> bool:
+    """Whether a vdpa interface detached from a paused guest frees its
+    device while the guest stays paused (see the module docstring)."""
+    return host.qemu_version >= MIN_QEMU_PAUSED_DETACH_RELEASE
+
+
+def migration_refused(error: str) -> bool:
+    """Whether a libvirt migration error is QEMU's vhost-vdpa blocker.
+
+    :param error: the text of the ``libvirtError`` a migration raised.
+    """
+    return QEMU_VDPA_MIGRATION_BLOCKER in error
 
 
 def _check_flavor(flavor: ty.Any) -> None:
