@@ -483,8 +483,11 @@ def cache_lock(name):
 
 
 def in_root(root, *argv, **kwargs):
-    """Run ``argv`` chrooted in ``root``, /proc mounted in a private
-    mount namespace (gone with the command, nothing left mounted)."""
+    """Run ``argv`` chrooted in ``root``.
+
+    /proc is mounted in a private mount namespace: gone with the command,
+    nothing is left mounted.
+    """
     script = ('mount -t proc proc "$0/proc" && exec chroot "$0" "$@"')
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive', LC_ALL='C.UTF-8',
                PATH='/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin',
@@ -507,7 +510,9 @@ def ensure_root(info):
             build_root(path)
         stamp = json.loads((path / 'ready.json').read_text())
         if stamp.get('requirements') != requirements_digest():
+            t0 = time.monotonic()
             build_root_venv(path / 'root')
+            stamp['venv_seconds'] = round(time.monotonic() - t0)
             stamp['requirements'] = requirements_digest()
             (path / 'ready.json').write_text(json.dumps(stamp, indent=1))
         link_modules(info, path / 'root')
@@ -536,7 +541,6 @@ def build_root(path):
         in_root(root, 'apt-get', 'install', '-y', '-q',
                 '--no-install-recommends', *packages)
         rc_d.unlink()
-        build_root_venv(root)
         in_root(root, 'apt-get', 'clean')
         # Mount points of the checkout and the run folder (the root is
         # read-only in the guest).
@@ -548,7 +552,9 @@ def build_root(path):
                          ('qemu', 'qemu-system-x86')):
             versions[key] = in_root(root, 'dpkg-query', '-W', '-f',
                                     '${Version}', pkg).strip()
-        versions['requirements'] = requirements_digest()
+        # The venv comes next (ensure_root): its own step, so that a
+        # failed pip run does not cost the root.
+        versions['requirements'] = None
         versions['build_seconds'] = round(time.monotonic() - t0)
         (work / 'ready.json').write_text(json.dumps(versions, indent=1))
         os.rename(work, path)
@@ -570,13 +576,17 @@ def build_root_venv(root):
     shutil.copy('/etc/resolv.conf', root / 'etc' / 'resolv.conf')
     # pip in the root trusts what pip on the host trusts (a host behind a
     # TLS-inspecting proxy has that proxy's CA in its bundle only).
+    # Every variable that names a bundle names that copy: requests
+    # prefers REQUESTS_CA_BUNDLE over pip's own --cert.
     env = {}
     for bundle in (os.environ.get('PIP_CERT'),
                    os.environ.get('SSL_CERT_FILE'),
                    '/etc/ssl/certs/ca-certificates.crt'):
         if bundle and os.path.isfile(bundle):
             shutil.copy(bundle, req / 'ca.crt')
-            env['PIP_CERT'] = f'/tmp/{req.name}/ca.crt'
+            for var in ('PIP_CERT', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE',
+                        'SSL_CERT_FILE'):
+                env[var] = f'/tmp/{req.name}/ca.crt'
             break
     shutil.rmtree(root / ROOT_VENV.lstrip('/'), ignore_errors=True)
     in_root(root, 'python3', '-m', 'venv', ROOT_VENV)

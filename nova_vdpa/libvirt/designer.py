@@ -269,8 +269,12 @@ def live_migration_possible(host: Host) -> bool:
 
 
 def paused_detach_releases(host: Host) -> bool:
-    """Whether a vdpa interface detached from a paused guest frees its
-    device while the guest stays paused (see the module docstring)."""
+    """Whether a detach from a paused guest frees the vDPA device.
+
+    True when QEMU closes the chardev at once; otherwise the device stays
+    busy until the guest is resumed or destroyed (see the module
+    docstring).
+    """
     return host.qemu_version >= MIN_QEMU_PAUSED_DETACH_RELEASE
 
 

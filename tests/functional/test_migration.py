@@ -327,8 +327,10 @@ class TestLiveMigration(allocator_base.AllocatorBedTestCase):
 
 
 def qemu_pids(name: str) -> list[int]:
-    """Pids of the QEMUs running guest ``name``, whichever daemon's (the
-    destination's pid files are in its private /run/libvirt)."""
+    """Pids of the QEMUs running guest ``name``, whichever daemon's.
+
+    The destination's pid files are in its private /run/libvirt.
+    """
     found = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():

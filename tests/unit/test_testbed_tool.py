@@ -284,8 +284,7 @@ class TestUserspaces(base.TestCase):
             (path / 'root').mkdir(parents=True)
             (path / 'ready.json').write_text(json.dumps({
                 'debian': '13.2', 'libvirt': '11.3.0-3',
-                'qemu': '1:10.0.6+ds-0+deb13u2',
-                'requirements': testbed.requirements_digest()}))
+                'qemu': '1:10.0.6+ds-0+deb13u2', 'requirements': None}))
         self.useFixture(fixtures.MockPatchObject(testbed, 'build_root',
                                                  build))
         self.useFixture(fixtures.MockPatchObject(
@@ -299,7 +298,10 @@ class TestUserspaces(base.TestCase):
         self.assertEqual(d / 'root-trixie' / 'root', root)
         self.assertEqual(root, testbed.ensure_root(info))
         self.assertEqual([d / 'root-trixie'], built)
-        self.assertEqual([], venvs)
+        # The venv is its own step after the root, once.
+        self.assertEqual([root], venvs)
+        stamp = json.loads((d / 'root-trixie' / 'ready.json').read_text())
+        self.assertEqual(testbed.requirements_digest(), stamp['requirements'])
 
     def test_venv_rebuilt_when_requirements_change(self):
         d, built, venvs = self._cache()
@@ -309,6 +311,7 @@ class TestUserspaces(base.TestCase):
         old = json.loads(stamp.read_text())
         stamp.write_text(json.dumps(dict(old, requirements='older')))
         testbed.ensure_root(info)
-        self.assertEqual([d / 'root-trixie' / 'root'], venvs)
-        self.assertEqual(old, json.loads(stamp.read_text()))
+        self.assertEqual([d / 'root-trixie' / 'root'] * 2, venvs)
+        self.assertEqual(old['requirements'],
+                         json.loads(stamp.read_text())['requirements'])
         self.assertEqual(1, len(built))
