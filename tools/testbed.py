@@ -632,7 +632,9 @@ def vng_argv(info, rundir, guest, memory, cpus):
         qemu_opts += ' ' + TCG_OPTS
     if info.get('root'):
         dirs = ['--root', info['root'], f'--rodir={ROOT_REPO}={REPO}',
-                f'--rwdir={ROOT_RUN}={rundir}', '--cwd', ROOT_REPO]
+                f'--rwdir={ROOT_RUN}={rundir}',
+                # vng takes the host path of a folder in the root: "/".
+                '--cwd', info['root']]
     else:
         dirs = ['--rwdir', str(rundir)]
     return [str(vng_path()), *accel, '--run', info['vmlinuz'], '-m', memory,
