@@ -32,9 +32,13 @@ wrong type or range raises InvalidVdpaInterfaceRequest naming it.
 It imports the config classes, Nova's hardware/osinfo/objects modules,
 the kernel layer's MAC check and oslo.log, nothing of Nova's driver.
 
-What libvirt 9.0 and QEMU 7.2 do with each element for a vdpa interface,
-seen in the test bed (``tests/functional/test_libvirt_vdpa.py`` shows each
-case against the real daemons):
+What libvirt 9.0 and QEMU 7.2 (Debian 12) do with each element for a vdpa
+interface, seen in the test bed (``tests/functional/test_libvirt_vdpa.py``
+shows each case against the real daemons). Every case was run again on
+libvirt 11.3 and QEMU 10.0 (Debian 13, ``tools/testbed.py --userspace
+trixie``): each behaved the same there, except where a point names both
+versions (the paused detach, live migration); the designer decides those
+by version.
 
 * ``<mac address=...>``: a multicast MAC is refused at define time, and
   libvirt stores and reports a MAC in lowercase. Nova finds the live
@@ -84,6 +88,18 @@ case against the real daemons):
   a removed fdset (its cleanup skips a VM that is not running), so there
   the detached (or refused-attach) device stayed busy until the domain was
   destroyed: a new open got EBUSY, and ``vdpa dev del`` would block.
+  QEMU 10.0 closes it at the detach, paused or not
+  (``tests/functional/test_libvirt_paused_detach.py`` shows both):
+  :func:`paused_detach_releases`.
+* Live migration (``tests/functional/test_migration.py``, two libvirtd
+  instances as two hosts): QEMU 7.2 refuses it ("Migration disabled: vhost
+  lacks VHOST_F_LOG_ALL feature.", passed on by libvirt 9.0 in the error,
+  :func:`migration_refused`); QEMU 10.0 with libvirt 11.3 migrates a
+  running guest to another vDPA device named in the destination XML, the
+  interface staying in the guest, and closes the source chardev when the
+  source QEMU exits: :func:`live_migration_possible`. Releases in between
+  were not tried and count as unable. The bed's guests boot no OS, so
+  this is the control path only, never the datapath.
 """
 
 import collections.abc
