@@ -30,6 +30,12 @@ Sub-commands::
     testbed.py packages [PROFILE]   list (--install) missing packages of
                                     bindep.txt (tools/dev.sh uses it)
 
+``--userspace`` (before the sub-command) picks what runs above the kernel:
+``bookworm`` (the default) is the host itself (Debian 12: libvirt 9.0,
+QEMU 7.2), ``trixie`` a Debian 13 root (libvirt 11, QEMU 10) that
+``prepare`` builds once with debootstrap from Debian's mirror and caches;
+the same kernel and modules boot under both (see ROOT_* below).
+
 Only the standard library is used, so this runs before any virtualenv
 exists. Downloads and builds are cached outside the checkout, in
 ``$NOVA_VDPA_TESTBED_CACHE`` (default ``~/.cache/nova-vdpa-testbed``), so a
@@ -37,6 +43,9 @@ fresh clone reuses them; per-run output goes to ``.testbed/`` (git-ignored).
 """
 
 import argparse
+import contextlib
+import fcntl
+import hashlib
 import importlib.util
 import json
 import os
@@ -95,6 +104,31 @@ CONSOLE_LOG = 'console.log'
 # __schedule (seen in one CI run and in one of two runs after it). One TCG
 # thread for all vCPUs makes code changes visible to every vCPU at once.
 TCG_OPTS = '-accel tcg,thread=single'
+
+# The userspaces above the kernel. "bookworm" is the host's own root,
+# shared read-only (what the bed always did); "trixie" is a Debian 13 root
+# built once by debootstrap into the cache. In that root the guest runs the
+# root's libvirtd, QEMU and Open vSwitch, and its own Python: the host's
+# tox venv (Python 3.11, linked against the host's libvirt 9.0) cannot run
+# on Python 3.13, so `prepare` builds a venv inside the root from the same
+# requirements files (requirements.txt, test-requirements.txt, plus
+# libvirt-python, built there against libvirt 11), and rebuilds only that
+# venv when those files change. The checkout is mounted at ROOT_REPO and
+# the run folder at ROOT_RUN: their host paths do not exist in the root.
+USERSPACES = ('bookworm', 'trixie')
+DEFAULT_USERSPACE = 'bookworm'
+ROOT_SUITE = 'trixie'
+ROOT_HOST_PROFILE = 'trixie'       # bindep: what builds the root (host)
+ROOT_PROFILE = 'trixie-root'       # bindep: what the root gets inside
+ROOT_MIRROR = os.environ.get('NOVA_VDPA_TESTBED_MIRROR',
+                             'http://deb.debian.org/debian')
+ROOT_REPO = '/nova-vdpa/repo'
+ROOT_RUN = '/nova-vdpa/run'
+ROOT_VENV = '/opt/nova-vdpa/venv'
+ROOT_REQUIREMENTS = ('requirements.txt', 'test-requirements.txt')
+# Built from source in the root against its libvirt-dev (like the
+# functional tox env does on the host).
+ROOT_EXTRA_PIP = ('libvirt-python',)
 
 
 class BedError(Exception):
@@ -407,20 +441,187 @@ def _vng_env():
     return env
 
 
-def prepare():
+def prepare(userspace=DEFAULT_USERSPACE):
+    if userspace not in USERSPACES:
+        raise BedError(f'unknown userspace {userspace!r}; known: '
+                       + ', '.join(USERSPACES))
     CACHE.mkdir(parents=True, exist_ok=True)
     ensure_packages(BED_PROFILE)
     ensure_virtme_ng()
     info = ensure_kernel()
     info['kvm'] = use_kvm(info)
+    info['userspace'] = userspace
+    if userspace != DEFAULT_USERSPACE:
+        info['root'] = str(ensure_root(info))
     return info
+
+
+# ------------------------------------------------------------------- root
+def root_dir():
+    return CACHE / f'root-{ROOT_SUITE}'
+
+
+def requirements_digest():
+    """What the root's venv is built from: its rebuild key."""
+    digest = hashlib.sha256()
+    for name in ROOT_REQUIREMENTS:
+        digest.update((REPO / name).read_bytes())
+    digest.update(' '.join(ROOT_EXTRA_PIP).encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def cache_lock(name):
+    """Hold ``CACHE/name.lock``: one builder at a time, others wait."""
+    with open(CACHE / f'{name}.lock', 'w') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f'waiting for another testbed.py building {name}')
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def in_root(root, *argv, **kwargs):
+    """Run ``argv`` chrooted in ``root``.
+
+    /proc is mounted in a private mount namespace: gone with the command,
+    nothing is left mounted.
+    """
+    script = ('mount -t proc proc "$0/proc" && exec chroot "$0" "$@"')
+    env = dict(os.environ, DEBIAN_FRONTEND='noninteractive', LC_ALL='C.UTF-8',
+               PATH='/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin',
+               **kwargs.pop('env', {}))
+    return sh(['unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+               script, str(root), *argv], env=env, **kwargs)
+
+
+def ensure_root(info):
+    """The Debian 13 root, built once (ready.json marks it complete).
+
+    Built in a temporary folder and renamed into place under a lock, so
+    two beds never race and a failed build leaves nothing behind. The
+    cached kernel's module tree is linked in (the guest loads modules from
+    the root) and the test venv rebuilt when the requirements changed.
+    """
+    path = root_dir()
+    with cache_lock(path.name):
+        if not (path / 'ready.json').exists():
+            build_root(path)
+        stamp = json.loads((path / 'ready.json').read_text())
+        if stamp.get('requirements') != requirements_digest():
+            t0 = time.monotonic()
+            build_root_venv(path / 'root')
+            stamp['venv_seconds'] = round(time.monotonic() - t0)
+            stamp['requirements'] = requirements_digest()
+            (path / 'ready.json').write_text(json.dumps(stamp, indent=1))
+        link_modules(info, path / 'root')
+    log(f'Debian {stamp["debian"]} root: libvirt {stamp["libvirt"]}, '
+        f'QEMU {stamp["qemu"]}, cached')
+    return path / 'root'
+
+
+def build_root(path):
+    ensure_packages(ROOT_HOST_PROFILE)
+    if path.exists():
+        shutil.rmtree(path)
+    work = pathlib.Path(tempfile.mkdtemp(prefix=f'{path.name}-', dir=CACHE))
+    root = work / 'root'
+    try:
+        t0 = time.monotonic()
+        log(f'debootstrap {ROOT_SUITE} from {ROOT_MIRROR}')
+        sh(['debootstrap', '--variant=minbase', ROOT_SUITE, str(root),
+            ROOT_MIRROR])
+        # No service starts inside the chroot while packages install.
+        rc_d = root / 'usr' / 'sbin' / 'policy-rc.d'
+        rc_d.write_text('#!/bin/sh\nexit 101\n')
+        rc_d.chmod(0o755)
+        packages = bindep_packages(ROOT_PROFILE)
+        log('installing in the root: ' + ' '.join(packages))
+        in_root(root, 'apt-get', 'install', '-y', '-q',
+                '--no-install-recommends', *packages)
+        rc_d.unlink()
+        in_root(root, 'apt-get', 'clean')
+        # Mount points of the checkout and the run folder (the root is
+        # read-only in the guest).
+        for mnt in (ROOT_REPO, ROOT_RUN):
+            (root / mnt.lstrip('/')).mkdir(parents=True)
+        versions = {'debian': (root / 'etc' / 'debian_version')
+                    .read_text().strip()}
+        for key, pkg in (('libvirt', 'libvirt-daemon'),
+                         ('qemu', 'qemu-system-x86')):
+            versions[key] = in_root(root, 'dpkg-query', '-W', '-f',
+                                    '${Version}', pkg).strip()
+        # The venv comes next (ensure_root): its own step, so that a
+        # failed pip run does not cost the root.
+        versions['requirements'] = None
+        versions['build_seconds'] = round(time.monotonic() - t0)
+        (work / 'ready.json').write_text(json.dumps(versions, indent=1))
+        os.rename(work, path)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log(f'Debian {ROOT_SUITE} root built in {versions["build_seconds"]} s')
+
+
+def build_root_venv(root):
+    """The test venv inside the root, from the project's requirements."""
+    t0 = time.monotonic()
+    req = root / 'tmp' / 'nova-vdpa-requirements'
+    req.mkdir(parents=True, exist_ok=True)
+    args = []
+    for name in ROOT_REQUIREMENTS:
+        shutil.copy(REPO / name, req / name)
+        args += ['-r', f'/tmp/{req.name}/{name}']
+    shutil.copy('/etc/resolv.conf', root / 'etc' / 'resolv.conf')
+    # pip in the root trusts what pip on the host trusts (a host behind a
+    # TLS-inspecting proxy has that proxy's CA in its bundle only).
+    # Every variable that names a bundle names that copy: requests
+    # prefers REQUESTS_CA_BUNDLE over pip's own --cert.
+    env = {}
+    for bundle in (os.environ.get('PIP_CERT'),
+                   os.environ.get('SSL_CERT_FILE'),
+                   '/etc/ssl/certs/ca-certificates.crt'):
+        if bundle and os.path.isfile(bundle):
+            shutil.copy(bundle, req / 'ca.crt')
+            for var in ('PIP_CERT', 'REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE',
+                        'SSL_CERT_FILE'):
+                env[var] = f'/tmp/{req.name}/ca.crt'
+            break
+    shutil.rmtree(root / ROOT_VENV.lstrip('/'), ignore_errors=True)
+    in_root(root, 'python3', '-m', 'venv', ROOT_VENV)
+    in_root(root, f'{ROOT_VENV}/bin/pip', 'install', '--quiet',
+            '--no-cache-dir', *args, *ROOT_EXTRA_PIP, env=env)
+    shutil.rmtree(req)
+    log(f'test venv built in the root in {time.monotonic() - t0:.0f} s')
+
+
+def link_modules(info, root):
+    """Give the root the cached kernel's module tree (hard links).
+
+    With its own root, the guest's modprobe reads the root's
+    /lib/modules; the tree (out-of-tree modules and depmod output
+    included) is the kernel cache's own.
+    """
+    release = info['kernelrelease']
+    target = root / 'usr' / 'lib' / 'modules' / release
+    if target.exists():
+        return
+    source = pathlib.Path(info['vmlinuz']).parents[1] / 'lib' / 'modules'
+    tmp = target.with_name(f'.{release}.tmp')
+    shutil.rmtree(tmp, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sh(['cp', '-al', str(source / release), str(tmp)])
+    os.rename(tmp, target)
 
 
 def vng_argv(info, rundir, guest, memory, cpus):
     """The vng command line that boots ``info``'s kernel and runs ``guest``.
 
     The kernel console goes to ``rundir``/console.log; under TCG all vCPUs
-    share one QEMU thread (see TCG_OPTS).
+    share one QEMU thread (see TCG_OPTS). With a root of its own
+    (``info['root']``) the guest sees the checkout at ROOT_REPO and
+    ``rundir`` at ROOT_RUN; else the host's root with both at their paths.
     """
     qemu_opts = (f'-chardev file,id=nvconsole,path={rundir / CONSOLE_LOG} '
                  '-device virtio-serial-pci,id=nvconsolebus '
@@ -429,29 +630,50 @@ def vng_argv(info, rundir, guest, memory, cpus):
     if not info['kvm']:
         accel = ['--disable-kvm']
         qemu_opts += ' ' + TCG_OPTS
+    if info.get('root'):
+        dirs = ['--root', info['root'], f'--rodir={ROOT_REPO}={REPO}',
+                f'--rwdir={ROOT_RUN}={rundir}',
+                # vng takes the host path of a folder in the root: "/".
+                '--cwd', info['root']]
+    else:
+        dirs = ['--rwdir', str(rundir)]
     return [str(vng_path()), *accel, '--run', info['vmlinuz'], '-m', memory,
-            '-p', str(cpus), '--rwdir', str(rundir), '--append', BOOT_APPEND,
+            '-p', str(cpus), *dirs, '--append', BOOT_APPEND,
             '--exec', shlex.join(guest),
             # "=": the value starts with a dash.
             f'--qemu-opts={qemu_opts}']
 
 
-def boot(command, services=(), timeout=3000, memory='3G', cpus=2):
+def guest_paths(info, rundir):
+    """(checkout, run folder) as the guest sees them."""
+    if info.get('root'):
+        return pathlib.PurePosixPath(ROOT_REPO), pathlib.PurePosixPath(
+            ROOT_RUN)
+    return REPO, rundir
+
+
+def boot(command, services=(), timeout=3000, memory='3G', cpus=2,
+         userspace=DEFAULT_USERSPACE):
     """Boot the bed, run ``command`` (argv) as root inside, return status.
 
-    Raises BedError when the VM does not boot or does not report a status;
-    the guest's own exit status is returned otherwise.
+    ``command`` may be a function of the guest's (checkout, run folder)
+    paths returning the argv. Raises BedError when the VM does not boot or
+    does not report a status; the guest's own exit status is returned
+    otherwise.
     """
-    info = prepare()
+    info = prepare(userspace)
     # One folder per run, so that several beds may run side by side.
     RUN_DIR.mkdir(exist_ok=True)
     rundir = pathlib.Path(tempfile.mkdtemp(
         prefix=time.strftime('run-%Y%m%d-%H%M%S-'), dir=RUN_DIR))
-    guest = [str(REPO / 'tools' / 'testbed-guest.sh'),
-             '--results', str(rundir), '--modules', ','.join(GUEST_MODULES),
+    repo, run = guest_paths(info, rundir)
+    if callable(command):
+        command = command(repo, run)
+    guest = [str(repo / 'tools' / 'testbed-guest.sh'),
+             '--results', str(run), '--modules', ','.join(GUEST_MODULES),
              '--services', ','.join(services), '--', *command]
     argv = vng_argv(info, rundir, guest, memory, cpus)
-    log(f'booting {info["kernelrelease"]} under '
+    log(f'booting {info["kernelrelease"]} ({userspace}) under '
         f'{"KVM" if info["kvm"] else "TCG"}: {shlex.join(command)}')
     t0 = time.monotonic()
     sys.stdout.flush()
@@ -516,7 +738,7 @@ def cmd_run(args):
     if not args.command:
         raise BedError('nothing to run: testbed.py run -- COMMAND')
     status, rundir = boot(args.command, services=_services(args.services),
-                          timeout=args.timeout)
+                          timeout=args.timeout, userspace=args.userspace)
     if status == 0:
         discard(rundir)
     else:
@@ -565,15 +787,22 @@ def cmd_test(args):
     """
     python = test_python(args.python)
     stream = RESULTS_DIR / f'{args.name}.subunit'
-    inner = (f'exec {shlex.quote(str(python))} -m subunit.run discover '
-             f'-t {shlex.quote(str(REPO))} '
-             f'-s {shlex.quote(str(REPO / args.path))} '
-             f'-p {shlex.quote(args.pattern)} '
-             f'> "$NOVA_VDPA_TESTBED_RESULTS/functional.subunit"')
+    # The host's test Python runs the tests on the host's own root; a
+    # root of its own has its venv (see USERSPACES).
+    guest_python = (python if args.userspace == DEFAULT_USERSPACE
+                    else pathlib.PurePosixPath(ROOT_VENV) / 'bin' / 'python')
+
+    def inner(repo, run):
+        return ['sh', '-c',
+                f'exec {shlex.quote(str(guest_python))} -m subunit.run '
+                f'discover -t {shlex.quote(str(repo))} '
+                f'-s {shlex.quote(str(repo / args.path))} '
+                f'-p {shlex.quote(args.pattern)} '
+                f'> "$NOVA_VDPA_TESTBED_RESULTS/functional.subunit"']
     try:
-        status, rundir = boot(['sh', '-c', inner],
-                              services=_services(args.services),
-                              timeout=args.timeout)
+        status, rundir = boot(inner, services=_services(args.services),
+                              timeout=args.timeout,
+                              userspace=args.userspace)
     except BedError as e:
         # Never a silent skip: a bed that does not boot fails the run, and
         # the results say so.
@@ -613,7 +842,7 @@ def bed_failure(python, name, reason):
 
 
 def cmd_prepare(args):
-    info = prepare()
+    info = prepare(args.userspace)
     log(f'ready: kernel {info["kernelrelease"]} (Debian {info["version"]}) '
         f'under {"KVM" if info["kvm"] else "TCG"}')
     return 0
@@ -629,7 +858,10 @@ def cmd_packages(args):
 
 
 def cmd_info(args):
+    root = root_dir() / 'ready.json'
     print(json.dumps({'cache': str(CACHE), 'kernels': cached_kernels(),
+                      'roots': {ROOT_SUITE: json.loads(root.read_text())
+                                if root.exists() else None},
                       'bed_packages': bindep_packages(BED_PROFILE),
                       'guest_modules': GUEST_MODULES}, indent=1))
     return 0
@@ -646,6 +878,10 @@ def _services(text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--userspace', choices=USERSPACES, default=DEFAULT_USERSPACE,
+        help='what runs above the kernel: bookworm, the host itself '
+        '(default), or trixie, a cached Debian 13 root')
     sub = parser.add_subparsers(dest='cmd', required=True)
     sub.add_parser('prepare').set_defaults(func=cmd_prepare)
     sub.add_parser('info').set_defaults(func=cmd_info)

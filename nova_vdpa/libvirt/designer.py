@@ -32,9 +32,13 @@ wrong type or range raises InvalidVdpaInterfaceRequest naming it.
 It imports the config classes, Nova's hardware/osinfo/objects modules,
 the kernel layer's MAC check and oslo.log, nothing of Nova's driver.
 
-What libvirt 9.0 and QEMU 7.2 do with each element for a vdpa interface,
-seen in the test bed (``tests/functional/test_libvirt_vdpa.py`` shows each
-case against the real daemons):
+What libvirt 9.0 and QEMU 7.2 (Debian 12) do with each element for a vdpa
+interface, seen in the test bed (``tests/functional/test_libvirt_vdpa.py``
+shows each case against the real daemons). Every case was run again on
+libvirt 11.3 and QEMU 10.0 (Debian 13, ``tools/testbed.py --userspace
+trixie``): each behaved the same there, except where a point names both
+versions (the paused detach, live migration); the designer decides those
+by version.
 
 * ``<mac address=...>``: a multicast MAC is refused at define time, and
   libvirt stores and reports a MAC in lowercase. Nova finds the live
@@ -84,6 +88,18 @@ case against the real daemons):
   a removed fdset (its cleanup skips a VM that is not running), so there
   the detached (or refused-attach) device stayed busy until the domain was
   destroyed: a new open got EBUSY, and ``vdpa dev del`` would block.
+  QEMU 10.0 closes it at the detach, paused or not
+  (``tests/functional/test_libvirt_paused_detach.py`` shows both):
+  :func:`paused_detach_releases`.
+* Live migration (``tests/functional/test_migration.py``, two libvirtd
+  instances as two hosts): QEMU 7.2 refuses it ("Migration disabled: vhost
+  lacks VHOST_F_LOG_ALL feature.", passed on by libvirt 9.0 in the error,
+  :func:`migration_refused`); QEMU 10.0 with libvirt 11.3 migrates a
+  running guest to another vDPA device named in the destination XML, the
+  interface staying in the guest, and closes the source chardev when the
+  source QEMU exits: :func:`live_migration_possible`. Releases in between
+  were not tried and count as unable. The bed's guests boot no OS, so
+  this is the control path only, never the datapath.
 """
 
 import collections.abc
@@ -118,6 +134,20 @@ QEMU_MAX_QUEUE_SIZE = 1024
 VIRTIO_F_RING_PACKED = 34
 
 VIRTIO_MODEL = 'virtio'
+
+#: The oldest QEMU seen to live-migrate a guest with a vhost-vdpa netdev
+#: (10.0, Debian 13, in the test bed; 7.2 refuses, releases in between
+#: were not tried): below it, a vdpa port must be unplugged first.
+MIN_QEMU_VDPA_MIGRATION = 10000000
+
+#: The oldest QEMU seen to close the chardev of an interface detached
+#: from a paused guest (7.2 keeps it until the guest is destroyed).
+MIN_QEMU_PAUSED_DETACH_RELEASE = 10000000
+
+#: QEMU's migration blocker for a vhost device that cannot log dirty pages
+#: (QEMU 7.2 on a vhost-vdpa netdev without shadow virtqueues); libvirt
+#: passes it on in the error of a refused migration.
+QEMU_VDPA_MIGRATION_BLOCKER = 'vhost lacks VHOST_F_LOG_ALL feature'
 
 #: What a vhost-vdpa node path looks like (tests whose fake kernel keeps
 #: its nodes in a temporary folder replace it).
@@ -242,6 +272,34 @@ def check_host(host: Host) -> None:
             raise exception.HypervisorTooOld(
                 component=component, required=version_str(required),
                 found=version_str(found))
+
+
+def live_migration_possible(host: Host) -> bool:
+    """Whether this host's QEMU migrates a vdpa interface live.
+
+    Decided by version (see MIN_QEMU_VDPA_MIGRATION); a host below it
+    needs the port unplugged before a live migration and plugged again on
+    the destination.
+    """
+    return host.qemu_version >= MIN_QEMU_VDPA_MIGRATION
+
+
+def paused_detach_releases(host: Host) -> bool:
+    """Whether a detach from a paused guest frees the vDPA device.
+
+    True when QEMU closes the chardev at once; otherwise the device stays
+    busy until the guest is resumed or destroyed (see the module
+    docstring).
+    """
+    return host.qemu_version >= MIN_QEMU_PAUSED_DETACH_RELEASE
+
+
+def migration_refused(error: str) -> bool:
+    """Whether a libvirt migration error is QEMU's vhost-vdpa blocker.
+
+    :param error: the text of the ``libvirtError`` a migration raised.
+    """
+    return QEMU_VDPA_MIGRATION_BLOCKER in error
 
 
 def _check_flavor(flavor: ty.Any) -> None:

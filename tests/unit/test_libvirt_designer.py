@@ -112,6 +112,27 @@ class TestVersions(DesignerTestCase):
         self.assertEqual('6.9.0', designer.version_str(6009000))
         self.assertEqual('10.10.1', designer.version_str(10010001))
 
+    def test_decisions_by_qemu_version(self):
+        # Debian 12's QEMU 7.2 and Debian 13's 10.0, as the bed saw them;
+        # 9.2 was not tried: unable.
+        for qemu, expected in ((7002000, False), (9002000, False),
+                               (10000000, True), (10000013, True)):
+            host = designer.Host(libvirt_version=9000000, qemu_version=qemu)
+            self.assertEqual(expected,
+                             designer.live_migration_possible(host), qemu)
+            self.assertEqual(expected,
+                             designer.paused_detach_releases(host), qemu)
+
+    def test_migration_refusal_recognised(self):
+        # libvirt 9.0's error for QEMU 7.2's blocker, as the bed got it.
+        seen = ('Requested operation is not valid: cannot migrate domain: '
+                'Migration disabled: vhost lacks VHOST_F_LOG_ALL feature.; '
+                'Migration disabled: vhost lacks VHOST_F_LOG_ALL feature.')
+        self.assertTrue(designer.migration_refused(seen))
+        self.assertFalse(designer.migration_refused(
+            'Requested operation is not valid: cannot migrate domain: '
+            'domain has an assigned non-USB host device'))
+
 
 class TestBasics(DesignerTestCase):
 

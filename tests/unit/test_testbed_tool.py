@@ -14,6 +14,7 @@
 
 import importlib.util
 import io
+import json
 import os
 import pathlib
 import sys
@@ -199,3 +200,118 @@ class TestTestbedTool(base.TestCase):
         self.assertEqual(0, testbed.main(['test', 'tests/functional']))
         self.assertEqual(0, testbed.main(['run', '--', 'true']))
         self.assertEqual({'test': ['libvirt', 'ovs'], 'run': []}, seen)
+
+
+class TestUserspaces(base.TestCase):
+    """``--userspace``: the host's root or the cached Debian 13 root."""
+
+    def test_default_bed_keeps_the_host_root_and_paths(self):
+        info = {'vmlinuz': '/k/vmlinuz', 'kvm': False}
+        argv = testbed.vng_argv(info, pathlib.Path('/r'), ['true'], '3G', 2)
+        self.assertNotIn('--root', argv)
+        self.assertEqual('/r', argv[argv.index('--rwdir') + 1])
+        self.assertEqual((testbed.REPO, pathlib.Path('/r')),
+                         testbed.guest_paths(info, pathlib.Path('/r')))
+
+    def test_own_root_mounts_checkout_and_run_folder(self):
+        info = {'vmlinuz': '/k/vmlinuz', 'kvm': False, 'root': '/c/root'}
+        argv = testbed.vng_argv(info, pathlib.Path('/r'), ['true'], '3G', 2)
+        self.assertEqual('/c/root', argv[argv.index('--root') + 1])
+        self.assertIn(f'--rodir={testbed.ROOT_REPO}={testbed.REPO}', argv)
+        self.assertIn(f'--rwdir={testbed.ROOT_RUN}=/r', argv)
+        repo, run = testbed.guest_paths(info, pathlib.Path('/r'))
+        self.assertEqual((testbed.ROOT_REPO, testbed.ROOT_RUN),
+                         (str(repo), str(run)))
+        # The console log is QEMU's, on the host: the host path.
+        self.assertIn('path=/r/console.log', ' '.join(argv))
+
+    def test_unknown_userspace_is_refused(self):
+        self.assertRaises(testbed.BedError, testbed.prepare, 'sid')
+        err = self.useFixture(fixtures.MockPatchObject(
+            sys, 'stderr', io.StringIO())).mock
+        self.assertRaises(SystemExit, testbed.main,
+                          ['--userspace', 'sid', 'info'])
+        self.assertIn("invalid choice: 'sid'", err.getvalue())
+
+    def test_root_packages_in_bindep(self):
+        host = testbed.bindep_packages(testbed.ROOT_HOST_PROFILE)
+        self.assertIn('debootstrap', host)
+        self.assertNotIn('debootstrap',
+                         testbed.bindep_packages(testbed.BED_PROFILE))
+        root = testbed.bindep_packages(testbed.ROOT_PROFILE)
+        for pkg in ('udev', 'kmod', 'qemu-system-x86', 'iproute2',
+                    'libvirt-daemon-system', 'libvirt-clients',
+                    'libxml2-utils', 'openvswitch-switch', 'python3-venv',
+                    'libvirt-dev', 'python3-dev', 'gcc'):
+            self.assertIn(pkg, root)
+        # Host-only tools stay out of the root.
+        for pkg in ('file', 'debootstrap', 'flex', 'gcc-12'):
+            self.assertNotIn(pkg, root)
+
+    def test_test_runs_the_root_venv_on_guest_paths(self):
+        seen = {}
+
+        def fake_boot(command, services=(), timeout=0, userspace=None):
+            seen['userspace'] = userspace
+            seen['argv'] = command(pathlib.PurePosixPath('/g/repo'),
+                                   pathlib.PurePosixPath('/g/run'))
+            raise testbed.BedError('not booted')
+
+        self.useFixture(fixtures.MockPatchObject(testbed, 'boot', fake_boot))
+        self.useFixture(fixtures.MockPatchObject(
+            testbed, 'bed_failure', lambda *a: 2))
+        self.assertEqual(2, testbed.main(
+            ['--userspace', 'trixie', 'test', '--python', sys.executable,
+             '--pattern', 'test_migration.py']))
+        self.assertEqual('trixie', seen['userspace'])
+        script = seen['argv'][-1]
+        self.assertIn(f'exec {testbed.ROOT_VENV}/bin/python -m subunit.run',
+                      script)
+        self.assertIn('-t /g/repo -s /g/repo/tests/functional '
+                      '-p test_migration.py', script)
+        self.assertNotIn(sys.executable, script)
+
+    def _cache(self):
+        d = pathlib.Path(self.useFixture(fixtures.TempDir()).path)
+        self.useFixture(fixtures.MockPatchObject(testbed, 'CACHE', d))
+        for name in ('link_modules', 'log'):
+            self.useFixture(fixtures.MockPatchObject(
+                testbed, name, lambda *a: None))
+        built, venvs = [], []
+
+        def build(path):
+            built.append(path)
+            (path / 'root').mkdir(parents=True)
+            (path / 'ready.json').write_text(json.dumps({
+                'debian': '13.2', 'libvirt': '11.3.0-3',
+                'qemu': '1:10.0.6+ds-0+deb13u2', 'requirements': None}))
+        self.useFixture(fixtures.MockPatchObject(testbed, 'build_root',
+                                                 build))
+        self.useFixture(fixtures.MockPatchObject(
+            testbed, 'build_root_venv', venvs.append))
+        return d, built, venvs
+
+    def test_root_is_built_once(self):
+        d, built, venvs = self._cache()
+        info = {'kernelrelease': '6.12.117+deb12-amd64'}
+        root = testbed.ensure_root(info)
+        self.assertEqual(d / 'root-trixie' / 'root', root)
+        self.assertEqual(root, testbed.ensure_root(info))
+        self.assertEqual([d / 'root-trixie'], built)
+        # The venv is its own step after the root, once.
+        self.assertEqual([root], venvs)
+        stamp = json.loads((d / 'root-trixie' / 'ready.json').read_text())
+        self.assertEqual(testbed.requirements_digest(), stamp['requirements'])
+
+    def test_venv_rebuilt_when_requirements_change(self):
+        d, built, venvs = self._cache()
+        info = {'kernelrelease': '6.12.117+deb12-amd64'}
+        testbed.ensure_root(info)
+        stamp = d / 'root-trixie' / 'ready.json'
+        old = json.loads(stamp.read_text())
+        stamp.write_text(json.dumps(dict(old, requirements='older')))
+        testbed.ensure_root(info)
+        self.assertEqual([d / 'root-trixie' / 'root'] * 2, venvs)
+        self.assertEqual(old['requirements'],
+                         json.loads(stamp.read_text())['requirements'])
+        self.assertEqual(1, len(built))
