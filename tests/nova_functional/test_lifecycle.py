@@ -491,20 +491,25 @@ class LiveMigrationTest(_LifecycleBase):
         return [i for i, e in enumerate(self.events)
                 if e[:2] == (host, event)]
 
+    def assertRolledBack(self, server, guest_checked=False):
+        """The server, its port and its device are the source's again."""
+        self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual('source', self._binding_host(self.ports[0]))
+        self.assertDevicesMatchPorts()
+        if guest_checked:
+            # the interface is back in the source's guest
+            self.assertEqual({self.ports[0]['mac_address']},
+                             self._guest_macs('source'))
+            self.assertEqual(set(), self._guest_macs('dest'))
+        self.assertDevicesBeforeXml()
+        self.assertReleasedAfterGuest()
+        self.assertEqual([], self._events('source', 'release'))
+
     def test_live_migrate_fails(self):
         self.migrate_stub = self._fail_migration
         server = self._live_migrate(self.server,
                                     migration_expected_state='failed')
-        self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual('source', self._binding_host(self.ports[0]))
-        self.assertDevicesMatchPorts()
-        # rolled back: the interface is back in the source's guest
-        self.assertEqual({self.ports[0]['mac_address']},
-                         self._guest_macs('source'))
-        self.assertEqual(set(), self._guest_macs('dest'))
-        self.assertDevicesBeforeXml()
-        self.assertReleasedAfterGuest()
-        self.assertEqual([], self._events('source', 'release'))
+        self.assertRolledBack(server, guest_checked=True)
         self.assertEqual(1, len(self._events('dest', 'migrate')))
 
     def _abort_migration(self, dom, dconnuri, params, flags):
@@ -528,15 +533,7 @@ class LiveMigrationTest(_LifecycleBase):
         self.migrate_stub = self._abort_migration
         server = self._live_migrate(self.server,
                                     migration_expected_state='cancelled')
-        self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual('source', self._binding_host(self.ports[0]))
-        self.assertDevicesMatchPorts()
-        self.assertEqual({self.ports[0]['mac_address']},
-                         self._guest_macs('source'))
-        self.assertEqual(set(), self._guest_macs('dest'))
-        self.assertDevicesBeforeXml()
-        self.assertReleasedAfterGuest()
-        self.assertEqual([], self._events('source', 'release'))
+        self.assertRolledBack(server, guest_checked=True)
 
     def test_live_migrate_fails_at_destination(self):
         # pre_live_migration on the destination fails after plugging.
@@ -556,9 +553,4 @@ class LiveMigrationTest(_LifecycleBase):
         # the rollback.
         self._wait_for_migration_status(self.server, ['failed', 'error'])
         server = self._wait_for_state_change(self.server, 'ACTIVE')
-        self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual('source', self._binding_host(self.ports[0]))
-        self.assertDevicesMatchPorts()
-        self.assertDevicesBeforeXml()
-        self.assertReleasedAfterGuest()
-        self.assertEqual([], self._events('source', 'release'))
+        self.assertRolledBack(server)
