@@ -531,7 +531,11 @@ class FakeVdpaSocket:
         pyroute2 would make the fake, not the client, the cost the
         benchmarks measure.
         """
-        key = (cmd, self.prid, repr(attrs))
+        try:
+            key = (cmd, self.prid, tuple(attrs))
+            hash(key)
+        except TypeError:  # an attribute value that is a list
+            key = (cmd, self.prid, repr(attrs))
         data = self.kernel.wire_cache.get(key)
         if data is None:
             r = netlink.vdpamsg()
