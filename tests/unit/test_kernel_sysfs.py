@@ -28,6 +28,18 @@ from tests.unit import base
 from tests.unit import fake_kernel
 
 
+def racy_sysfs(kernel):
+    """Sysfs whose holder check lets a process open vd0 just after it."""
+
+    class Racy(fake_kernel.FakeSysfs):
+        def is_open(self, chardev, name='-'):
+            busy = super().is_open(chardev, name)
+            kernel.open_chardev('vd0', pid=88)
+            return busy
+
+    return Racy(kernel)
+
+
 class TestBinding(base.KernelTestCase):
 
     def test_virtio_first_then_rebound_to_vhost(self):
@@ -139,14 +151,8 @@ class TestHeldDeviceIsNeverUnbound(base.KernelTestCase):
     def test_open_after_the_check_times_out(self):
         k = self.kernel
 
-        class Racy(fake_kernel.FakeSysfs):
-            def is_open(self, chardev, name='-'):
-                busy = super().is_open(chardev, name)
-                k.open_chardev('vd0', pid=88)
-                return busy
-
         t0 = time.monotonic()
-        e = self.assertRaises(exception.VdpaUnbindTimeout, Racy(k).bind,
+        e = self.assertRaises(exception.VdpaUnbindTimeout, racy_sysfs(k).bind,
                               'vd0', 'virtio_vdpa', timeout=0.3)
         self.assertLess(time.monotonic() - t0, 5)
         self.assertIn('vd0', str(e))
@@ -168,13 +174,7 @@ class TestHeldDeviceIsNeverUnbound(base.KernelTestCase):
     def test_bind_while_a_blocked_unbind_ends_probes_again(self):
         k = self.kernel
 
-        class Racy(fake_kernel.FakeSysfs):
-            def is_open(self, chardev, name='-'):
-                busy = super().is_open(chardev, name)
-                k.open_chardev('vd0', pid=88)
-                return busy
-
-        self.assertRaises(exception.VdpaUnbindTimeout, Racy(k).bind,
+        self.assertRaises(exception.VdpaUnbindTimeout, racy_sysfs(k).bind,
                           'vd0', 'virtio_vdpa', timeout=0.3)
         d = k.devices['vd0']
         # Still in vhost_vdpa's remove: a probe now is a no-op.
@@ -382,14 +382,8 @@ class TestInUse(base.KernelTestCase):
         # QEMU opens the node after our check: the kernel blocks DEV_DEL.
         k = self.kernel
 
-        class Racy(fake_kernel.FakeSysfs):
-            def is_open(self, chardev, name='-'):
-                busy = super().is_open(chardev, name)
-                k.open_chardev('vd0', pid=88)
-                return busy
-
         e = self.assertRaises(exception.VdpaDeleteTimeout,
-                              lifecycle.delete_device, Racy(k), 'vd0',
+                              lifecycle.delete_device, racy_sysfs(k), 'vd0',
                               timeout=0.3, client_factory=k.client)
         self.assertIn('vd0', str(e))
         # The kernel finishes once the holder closes.
