@@ -18,16 +18,53 @@ effect. Test modules import their bases and helpers from here, never from
 one another.
 """
 
+import fixtures
 from lxml import etree
 from nova import objects
+from oslo_config import cfg
+from oslo_config import fixture as cfg_fixture
 from oslotest import base
 
+from nova_vdpa import conf as vdpa_conf
 from nova_vdpa.kernel import netlink
+import nova_vdpa.privsep
 from tests.unit import fake_kernel
 
 
 class TestCase(base.BaseTestCase):
     """oslotest's base: timeout, output and log capture from tox's env."""
+
+
+def _no_daemon(*args, **kwargs):
+    raise AssertionError('unit tests must never start a privsep daemon')
+
+
+def privsep_in_process(test, kernel, management_devices=()):
+    """Run nova-vdpa's privsep entrypoints in-process against ``kernel``.
+
+    Starting a daemon fails the test. The entrypoints read their own
+    configuration, not the global one (a Config fixture on that would also
+    reset the privsep context's defaults).
+
+    :returns: the Config fixture the entrypoints read, with
+        ``management_devices`` set.
+    """
+    test.useFixture(fixtures.MonkeyPatch(
+        'oslo_privsep.priv_context.PrivContext.start', _no_daemon))
+    test.useFixture(fixtures.MonkeyPatch(
+        'nova_vdpa.privsep.vdpa._client_factory', kernel.client))
+    test.useFixture(fixtures.MonkeyPatch(
+        'nova_vdpa.privsep.vdpa._sysfs_factory', kernel.sysfs))
+    ctx = nova_vdpa.privsep.vdpa_pctxt
+    test.addCleanup(ctx.set_client_mode, ctx.client_mode)
+    ctx.set_client_mode(False)
+    conf = test.useFixture(cfg_fixture.Config(cfg.ConfigOpts()))
+    test.useFixture(fixtures.MonkeyPatch('nova_vdpa.privsep.vdpa._conf',
+                                         conf.conf))
+    vdpa_conf.register_opts(conf.conf)
+    conf.config(group=vdpa_conf.vdpa_group.name,
+                management_devices=list(management_devices))
+    return conf
 
 
 class KernelTestCase(TestCase):

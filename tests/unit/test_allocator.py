@@ -23,15 +23,12 @@ import threading
 import time
 
 import fixtures
-from oslo_config import cfg
-from oslo_config import fixture as cfg_fixture
 
 from nova_vdpa import allocator
 from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
 from nova_vdpa.kernel import sysfs
-import nova_vdpa.privsep
 from nova_vdpa.privsep import vdpa as priv_vdpa
 from tests.unit import base
 from tests.unit import fake_kernel
@@ -89,30 +86,10 @@ class AllocatorTestCase(base.KernelTestCase):
         os.makedirs(pci)
         os.symlink(vf_dir, os.path.join(pci, HW_VF))
 
-        self.useFixture(fixtures.MonkeyPatch(
-            'oslo_privsep.priv_context.PrivContext.start', self._no_daemon))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vdpa.privsep.vdpa._client_factory', self.kernel.client))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vdpa.privsep.vdpa._sysfs_factory', self.kernel.sysfs))
-        ctx = nova_vdpa.privsep.vdpa_pctxt
-        self.addCleanup(ctx.set_client_mode, ctx.client_mode)
-        ctx.set_client_mode(False)
-
-        # Its own configuration: a Config fixture on the global one would
-        # also reset the privsep context's defaults.
-        self.conf = self.useFixture(cfg_fixture.Config(cfg.ConfigOpts()))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vdpa.privsep.vdpa._conf', self.conf.conf))
-        vdpa_conf.register_opts(self.conf.conf)
+        self.conf = base.privsep_in_process(self, self.kernel,
+                                            self.allowed)
         self.group = vdpa_conf.vdpa_group.name
-        self.conf.config(group=self.group,
-                         management_devices=list(self.allowed))
         self.alloc = self.allocator()
-
-    @staticmethod
-    def _no_daemon(*args, **kwargs):
-        raise AssertionError('unit tests must never start a privsep daemon')
 
     def allocator(self, **kwargs):
         kwargs.setdefault('management_devices', self.allowed)

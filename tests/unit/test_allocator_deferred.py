@@ -23,14 +23,10 @@ import logging
 import threading
 
 import fixtures
-from oslo_config import cfg
-from oslo_config import fixture as cfg_fixture
 
 from nova_vdpa import allocator
 from nova_vdpa.allocator import deferred
-from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
-import nova_vdpa.privsep
 from tests.unit import base
 
 PORT_A = '0c1d8a52-4f0e-4b8e-9d1a-6a3f2b7c9e01'
@@ -49,31 +45,13 @@ class DeferredTestCase(base.KernelTestCase):
         super().setUp()
         self.log = self.useFixture(fixtures.FakeLogger(
             name='nova_vdpa', level=logging.INFO))
-        self.useFixture(fixtures.MonkeyPatch(
-            'oslo_privsep.priv_context.PrivContext.start', self._no_daemon))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vdpa.privsep.vdpa._client_factory', self.kernel.client))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vdpa.privsep.vdpa._sysfs_factory', self.kernel.sysfs))
-        ctx = nova_vdpa.privsep.vdpa_pctxt
-        self.addCleanup(ctx.set_client_mode, ctx.client_mode)
-        ctx.set_client_mode(False)
-        conf = self.useFixture(cfg_fixture.Config(cfg.ConfigOpts()))
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_vdpa.privsep.vdpa._conf', conf.conf))
-        vdpa_conf.register_opts(conf.conf)
-        conf.config(group=vdpa_conf.list_opts()[0][0].name,
-                    management_devices=list(self.allowed))
+        base.privsep_in_process(self, self.kernel, self.allowed)
         self.alloc = allocator.Allocator(
             management_devices=self.allowed,
             simulated_vfs={SIM_VF: 'vdpasim_net'},
             client_factory=self.kernel.client, sysfs=self.sysfs)
         self.addCleanup(self.alloc.close)
         self.releases = deferred.DeferredReleases(self.alloc)
-
-    @staticmethod
-    def _no_daemon(*args, **kwargs):
-        raise AssertionError('unit tests must never start a privsep daemon')
 
     def request(self, port=PORT_A):
         return allocator.PortRequest(port_id=port, vf_address=SIM_VF,
