@@ -81,6 +81,8 @@ from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs as sysfs_mod
 from nova_vdpa.kernel import validate
+from nova_vdpa.kernel import vhost
+from nova_vdpa.privsep import migration as priv_migration
 from nova_vdpa.privsep import vdpa as priv_vdpa
 import nova_vdpa.privsep.vdpa
 
@@ -398,6 +400,17 @@ class Allocator:
                 found = self._allocation(port_id, vf_address, adopted,
                                          owned=False)
         return found
+
+    def vhost_backend(self, allocation: Allocation) -> vhost.Backend:
+        """The vhost backend of the port's device (its migration support).
+
+        Read through its node, which the kernel opens to one process only:
+        for a device of ours that no VMM holds yet.
+
+        :raises: VdpaDeviceNotOurs for an adopted device; VdpaSysfsError
+            when the node is held or cannot be read; VdpaKernelTimeout.
+        """
+        return priv_migration.read_backend(allocation.name)
 
     def vf_management_devices(self) -> dict[str, model.ManagementDevice]:
         """Every VF that can get a network vDPA device now (inventory).

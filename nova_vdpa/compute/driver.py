@@ -26,6 +26,14 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
 * the detaches Nova makes before a suspend and a live migration
   (``_detach_direct_passthrough_ports``, ``_detach_direct_passthrough_vifs``)
   keep the devices: the ports stay bound to the host;
+* a live migration leaves a vdpa port in the guest, instead of detaching
+  it, when both hosts can migrate it (:mod:`nova_vdpa.compute.migration`):
+  ``pre_live_migration`` makes the destination's devices and records them
+  in the migration data, ``_detach_direct_passthrough_vifs`` skips those
+  ports, ``_reattach_instance_vifs`` does not attach them again, and the
+  destination releases the devices of a migration that failed
+  (``rollback_live_migration_at_destination``, or the periodic update
+  below);
 * it registers the ``[nova_vdpa]`` options and checks the private Nova
   names it relies on (:mod:`nova_vdpa.compute.overrides`) when it is
   constructed, not when it is imported;
@@ -39,18 +47,21 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
   ``update_available_resource`` periodic task calls for each node (every
   60 s with nova 34.0.0's default ``update_resources_interval = 0``, and
   once at start-up), first retries the releases deferred while a process
-  held the device (:mod:`nova_vdpa.allocator.deferred`): no thread of our
-  own.
+  held the device (:mod:`nova_vdpa.allocator.deferred`) and releases the
+  devices of failed incoming live migrations: no thread of our own.
 """
 
 import typing as ty
 
+from nova.network import model as network_model
+from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import inventory
+from nova_vdpa.compute import migration
 from nova_vdpa.compute import overrides
 from nova_vdpa.compute import startup
 from nova_vdpa.compute import vif
@@ -97,6 +108,8 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         overrides.check(self)
         self.vdpa_allocator = allocator_factory(**_allocator_options(CONF))
+        #: live migrations this host prepared as their destination
+        self.vdpa_incoming = migration.Incoming()
         group = CONF[option_group()]
         offload = ('offload_checks' not in group) or group.offload_checks
         self.vif_driver = vif.LibvirtVdpaVIFDriver(
@@ -117,7 +130,11 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         return super().get_available_resource(nodename)
 
     def retry_releases(self) -> None:
-        """Retry the deferred releases once; never raises."""
+        """Retry the deferred releases once; never raises.
+
+        First the devices of incoming live migrations that failed.
+        """
+        migration.sweep(self, CONF.host)
         try:
             self.vif_driver.releases.retry()
         except Exception:  # the resource update must go on
@@ -163,9 +180,71 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         by ``post_live_migration_at_source``'s unplug once the source guest
         is gone, reattached by ``rollback_live_migration_at_source``.
         """
+        staying = migration.staying_vifs(self, instance, migrate_data)
+        if staying:
+            migrate_data = migrate_data.obj_clone()
+            migrate_data.vifs = [v for v in migrate_data.vifs
+                                 if v.port_id not in staying]
         with self.vif_driver.keeping_devices(instance.uuid):
             super()._detach_direct_passthrough_vifs(context, migrate_data,
                                                     instance)
+
+    def _reattach_instance_vifs(self, context, instance, network_info):
+        """Nova's, for the vdpa interfaces the guest does not have.
+
+        Nova counts a guest's interfaces by their ``<target dev>``, which
+        a vdpa interface has none of, and then attaches every direct
+        port again: a vdpa port that stayed in the guest through a live
+        migration (on the destination, or on the source after a failure)
+        would be attached twice. Those are left out.
+        """
+        guest = self._host.get_guest(instance)
+        present = {
+            dev.mac_addr.lower() for dev in guest.get_all_devices(
+                vconfig.LibvirtConfigGuestInterface)
+            if dev.net_type == 'vdpa' and dev.mac_addr}
+        missing = [vif for vif in network_info
+                   if vif['vnic_type'] != network_model.VNIC_TYPE_VDPA
+                   or vif['address'].lower() not in present]
+        super()._reattach_instance_vifs(
+            context, instance, network_model.NetworkInfo(missing))
+
+    def pre_live_migration(self, context, instance, block_device_info,
+                           network_info, disk_info, migrate_data):
+        """Nova's, then the vdpa devices of ports that migrate as they are.
+
+        After Nova plugged the VIFs; a port whose device cannot be made
+        fails the migration before it starts (Nova rolls back).
+        """
+        migrate_data = super().pre_live_migration(
+            context, instance, block_device_info, network_info, disk_info,
+            migrate_data)
+        migration.prepare_destination(self, instance, migrate_data)
+        return migrate_data
+
+    def post_live_migration_at_destination(self, context, instance,
+                                           network_info,
+                                           block_migration=False,
+                                           block_device_info=None):
+        """Nova's; the instance's devices here are now its own."""
+        super().post_live_migration_at_destination(
+            context, instance, network_info, block_migration,
+            block_device_info)
+        self.vdpa_incoming.pop(instance.uuid)
+
+    def rollback_live_migration_at_destination(self, context, instance,
+                                               network_info,
+                                               block_device_info,
+                                               destroy_disks=True,
+                                               migrate_data=None):
+        """Nova's (whose unplug releases); then what the sweep would."""
+        try:
+            super().rollback_live_migration_at_destination(
+                context, instance, network_info, block_device_info,
+                destroy_disks, migrate_data)
+        finally:
+            for port_id, vf in self.vdpa_incoming.pop(instance.uuid):
+                self.vif_driver.release(instance, port_id, vf)
 
 
 def _vf_of(mgmtdev: str) -> str:

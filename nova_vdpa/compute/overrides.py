@@ -66,6 +66,19 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         'with detach_interface (which unplugs); the devices are kept until '
         'post_live_migration_at_source or the rollback'),
     PrivateName(
+        'nova.virt.libvirt.driver', 'LibvirtDriver',
+        '_reattach_instance_vifs',
+        'overridden: after a live migration (or its rollback) the vdpa '
+        'interfaces still in the guest are not attached again; Nova counts '
+        'interfaces by <target dev>, which vdpa ones lack'),
+    PrivateName(
+        'nova.virt.libvirt.driver', 'LibvirtDriver',
+        '_live_migration_operation',
+        'relied on: calls _detach_direct_passthrough_vifs, then builds the '
+        "destination's interfaces with vif_driver.get_config(vif=<the "
+        "destination VIF>), whose binding profile carries our record of a "
+        "port that migrates without hot-unplug"),
+    PrivateName(
         'nova.virt.libvirt.driver', 'LibvirtDriver', '_host',
         "used: the driver's libvirt Host, given to the VIF driver and used "
         'to find the guest that holds a chardev', on_instance=True),

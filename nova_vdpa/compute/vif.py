@@ -60,6 +60,7 @@ from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.allocator import deferred
 from nova_vdpa.compute import errors
 from nova_vdpa.compute import holders
+from nova_vdpa.compute import migration
 from nova_vdpa import exception
 from nova_vdpa.libvirt import designer
 from nova_vdpa.network import checks
@@ -176,6 +177,15 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
                                       virt_type)
         if not isinstance(image_meta, objects.ImageMeta):
             image_meta = objects.ImageMeta.from_dict(image_meta)
+        record = migration.record_of(vif)
+        if record is not None:
+            # The source builds the destination's interface for a live
+            # migration without hot-unplug: that device is the other
+            # host's, made by its pre_live_migration.
+            with errors.translated(instance, vif_obj.id):
+                return _nova_shaped(self._designed(
+                    vif_obj, record.device(), record.host(), image_meta,
+                    flavor))
         with errors.translated(instance, vif_obj.id):
             vf = vif_obj.dev_address if 'dev_address' in vif_obj else ''
             if self._checked(vf):
@@ -208,23 +218,29 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         self, allocation: vdpa_allocator.Allocation, vif_obj: ty.Any,
         image_meta: ty.Any, flavor: ty.Any,
     ) -> vconfig.LibvirtConfigGuestInterface:
-        """The one call of the designer."""
-        conn = self.host.get_connection()
-        port = designer.Port(
-            mac=str(vif_obj.address),
-            mtu=(vif_obj.network.mtu if 'network' in vif_obj
-                 and 'mtu' in vif_obj.network else None),
-            id=vif_obj.id)
+        """The interface of this host's device for the port."""
         device = designer.Device(
             chardev=allocation.chardev,
             max_queue_pairs=allocation.config.max_vq_pairs or 1,
             max_vq_size=allocation.device.max_vq_size,
             features=allocation.config.device_features,
             mtu=allocation.config.mtu)
+        return self._designed(vif_obj, device,
+                              migration.host_of(self.host.get_connection()),
+                              image_meta, flavor)
+
+    @staticmethod
+    def _designed(vif_obj: ty.Any, device: designer.Device,
+                  host: designer.Host, image_meta: ty.Any, flavor: ty.Any
+                  ) -> vconfig.LibvirtConfigGuestInterface:
+        """The one call of the designer."""
+        port = designer.Port(
+            mac=str(vif_obj.address),
+            mtu=(vif_obj.network.mtu if 'network' in vif_obj
+                 and 'mtu' in vif_obj.network else None),
+            id=vif_obj.id)
         return designer.get_vdpa_interface_config(
-            port, device,
-            designer.Host(conn.getLibVersion(), conn.getVersion()),
-            flavor=flavor, image_meta=image_meta,
+            port, device, host, flavor=flavor, image_meta=image_meta,
             rx_queue_size=CONF.libvirt.rx_queue_size,
             tx_queue_size=CONF.libvirt.tx_queue_size,
             max_queues=CONF.libvirt.max_queues)

@@ -46,6 +46,7 @@ reacts to what we do. Only the standard library is imported here (and
 
 import dataclasses
 import errno
+import fcntl
 import logging
 import os
 import threading
@@ -53,6 +54,7 @@ import time
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import validate
+from nova_vdpa.kernel import vhost
 
 LOG = logging.getLogger(__name__)
 
@@ -122,6 +124,10 @@ class VdpaSysfs:
     def _open_exclusive(self, path: str) -> int:
         """Open a vhost-vdpa node; the kernel allows one opener (EBUSY)."""
         return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _ioctl(self, fd: int, request: int, buf: bytes) -> bytes:
+        """One read ioctl on an open vhost-vdpa node."""
+        return fcntl.ioctl(fd, request, buf)
 
     # -------------------------------------------------------------- helpers
     def _device_dir(self, name: str) -> str:
@@ -381,6 +387,33 @@ class VdpaSysfs:
                               % (chardev, e))
         os.close(fd)
         return False
+
+    def backend(self, chardev: str, name: str = '-') -> vhost.Backend:
+        """The vhost backend of an unheld node (migration support).
+
+        Opening the node resets the device when it is closed again: call
+        it only on a device no VMM uses yet.
+
+        :param name: the vDPA device the node belongs to, for errors.
+        :raises: VdpaSysfsError when the node cannot be opened (a process
+            holds it: the kernel answers these ioctls to its one opener
+            only) or read.
+        """
+        try:
+            fd = self._open_exclusive(chardev)
+        except OSError as e:
+            why = ('a process holds it, and the kernel answers only its one '
+                   'opener' if e.errno == errno.EBUSY else str(e))
+            raise self._error(exception.VdpaSysfsError, name, chardev,
+                              'cannot open %s: %s' % (chardev, why))
+        try:
+            return vhost.read_backend(fd, self._ioctl)
+        except OSError as e:
+            raise self._error(exception.VdpaSysfsError, name, chardev,
+                              'cannot read the vhost backend of %s: %s'
+                              % (chardev, e))
+        finally:
+            os.close(fd)
 
     def holders(self, chardev: str, name: str = '-') -> list[Holder]:
         """Processes with ``chardev`` among their open files (/proc scan).

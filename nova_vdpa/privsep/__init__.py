@@ -56,4 +56,5 @@ vdpa_pctxt: priv_context.PrivContext = priv_context.PrivContext(
 # entrypoints with it, so that no call's deadline pays for loading them
 # (pyroute2 alone took 11-60 s under the test bed's TCG, past the 30 s
 # deadline of a create).
+from nova_vdpa.privsep import migration as _migration  # noqa: E402,F401,H306
 from nova_vdpa.privsep import vdpa as _vdpa  # noqa: E402,F401,H306

@@ -30,7 +30,9 @@ from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
+from nova_vdpa.kernel import vhost
 from tests.functional import base
+from tests.unit import fake_kernel
 
 SIM = 'vdpasim_net'
 REPO = str(pathlib.Path(__file__).resolve().parents[2])
@@ -594,3 +596,35 @@ class TestThreads(KernelTestCase):
             t.join(60)
         self.assertEqual([], errors)
         self.assertEqual(4, len(self.client.list_devices()))
+
+
+class TestVhostBackend(KernelTestCase):
+    """The backend ioctls the fake answers, on a real vdpa_sim_net node."""
+
+    def test_vdpasim_net_can_migrate(self):
+        self.create('mig0')
+        self.sysfs.bind('mig0')
+        chardev = self.sysfs.chardev('mig0')
+        backend = self.sysfs.backend(chardev, 'mig0')
+        # what the fake kernel's vdpasim_net answers
+        self.assertEqual(vhost.Backend(*fake_kernel.vdpasim_net().backend),
+                         backend)
+        self.assertIsNone(backend.migration_blocker(
+            self.client.get_config('mig0').device_features))
+        # closed again: the next opener (QEMU) gets it
+        self.assertFalse(self.sysfs.is_open(chardev, 'mig0'))
+
+    def test_held_node(self):
+        self.create('mig1')
+        self.sysfs.bind('mig1')
+        chardev = self.sysfs.chardev('mig1')
+        fd = os.open(chardev, os.O_RDWR)
+        self.addCleanup(os.close, fd)
+        e = self.assertRaises(exception.VdpaSysfsError, self.sysfs.backend,
+                              chardev, 'mig1')
+        self.assertIn('a process holds it', str(e))
+
+    def test_not_a_vhost_node(self):
+        e = self.assertRaises(exception.VdpaSysfsError, self.sysfs.backend,
+                              '/dev/null', 'mig2')
+        self.assertIn(os.strerror(errno.ENOTTY), str(e))

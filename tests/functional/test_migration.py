@@ -265,6 +265,10 @@ class TestLiveMigration(allocator_base.AllocatorBedTestCase):
         dst_alloc = self.allocator()
         dst = self.allocate(dst_alloc, DEST_PORT, DEST_VF)
         self.assertNotEqual(src.chardev, dst.chardev)
+        # What the driver's pre_live_migration reads of the destination's
+        # device, through the privileged entrypoint: it can migrate.
+        self.assertIsNone(dst_alloc.vhost_backend(dst).migration_blocker(
+            dst.config.device_features))
         dom = self.start_source(src)
         self.assertEqual(lv.VIR_DOMAIN_RUNNING, dom.state()[0])
         pid = qemu_pid(DOMAIN)

@@ -24,7 +24,8 @@ The record is what Nova and Neutron hold (instances, ports and their
 bindings) and what the kernel holds; nothing else is consulted. Periodic
 tasks are run (``_run_periodics``), never waited for.
 
-Live migration takes upstream's path for vdpa ports: the source detaches
+Live migration takes upstream's path for vdpa ports where a host's QEMU
+cannot migrate them (the fake libvirt's QEMU 8.0): the source detaches
 them before the migration (``_detach_direct_passthrough_vifs``) and the
 destination attaches them after it (``_reattach_instance_vifs``); a failed,
 aborted or refused (``pre_live_migration``) migration reattaches them on
@@ -32,7 +33,9 @@ the source. Those tests also check the order: a device exists before any
 XML that names it is handed to libvirt, the source's device is released
 only after the migration and once its guest no longer uses it, and after a
 failure the source's device was never released and the destination holds
-none.
+none. Where both hosts can (QEMU 10.0, a device that suspends), the ports
+stay in the guest (:class:`LiveMigrationWithoutUnplugTest`): the same
+checks, and no detach or attach of a vdpa interface at all.
 """
 
 import os
@@ -554,3 +557,171 @@ class LiveMigrationTest(_LifecycleBase):
         self._wait_for_migration_status(self.server, ['failed', 'error'])
         server = self._wait_for_state_change(self.server, 'ACTIVE')
         self.assertRolledBack(server)
+
+
+class LiveMigrationWithoutUnplugTest(LiveMigrationTest):
+    """Both hosts' QEMU migrates vdpa interfaces: the ports stay in.
+
+    The failure tests of :class:`LiveMigrationTest` run here too, on this
+    path: the destination's device, made by ``pre_live_migration``, must
+    be gone after the rollback (here Nova calls no
+    ``rollback_live_migration_at_destination``: the hosts share their
+    instance path, so the periodic update releases it).
+    """
+
+    QEMU_10 = 10000000
+
+    def setUp(self):
+        super().setUp()
+        for host in ('source', 'dest'):
+            self._qemu(host, self.QEMU_10)
+        real_detach = fakelibvirt.Domain.detachDeviceFlags
+
+        def detach(dom, xml, flags):
+            host = self._host_of(dom._connection)
+            if etree.fromstring(xml).get('type') == 'vdpa':
+                self.events.append((host, 'detach', xml))
+            return real_detach(dom, xml, flags)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.detachDeviceFlags', detach))
+        # Real libvirt has removed the source's domain (UNDEFINE_SOURCE)
+        # when Nova calls post_live_migration_at_source; the fake keeps it
+        # running, with the interface that now stays in it.
+        source = self.computes['source'].driver
+        real_post = source.post_live_migration_at_source
+
+        def post_at_source(context, instance, network_info):
+            conn = source._host.get_connection()
+            for key, dom in list(conn._vms.items()):
+                if dom.UUIDString() == instance.uuid:
+                    del conn._vms[key]
+            return real_post(context, instance, network_info)
+
+        source.post_live_migration_at_source = post_at_source
+
+    def _qemu(self, host, version):
+        conn = self.computes[host].driver._host.get_connection()
+        conn.fakeVersion = version
+
+    def assertRolledBack(self, server, guest_checked=False):
+        # Nova's rollback ran; the destination's device goes at the next
+        # periodic update
+        self._run_periodics()
+        super().assertRolledBack(server, guest_checked)
+        # the interface never left the source's guest
+        self.assertEqual([], self._events('source', 'detach'))
+
+    def test_live_migrate(self):
+        port = self.ports[0]
+        name = vdpa_allocator.device_name(port['id'])
+        xmls = []
+        real = self.migrate_stub
+
+        def migrate(dom, dconnuri, params, flags):
+            xmls.append(params['destination_xml'])
+            return real(dom, dconnuri, params, flags)
+
+        self.migrate_stub = migrate
+        server = self._live_migrate(self.server)
+        self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual('dest', self._binding_host(port))
+        self.assertDevicesMatchPorts()
+        self.assertDevicesBeforeXml()
+        self.assertReleasedAfterGuest()
+        # no hot-unplug: nothing detached on the source, nothing attached
+        # on the destination; the migrated XML names the destination's
+        # device, made before it
+        self.assertEqual([], self._events('source', 'detach'))
+        self.assertEqual([], self._events('dest', 'attach'))
+        (migrated,) = self._events('dest', 'migrate')
+        self.assertEqual(frozenset({port['mac_address']}),
+                         self.events[migrated][2][0])
+        dest = self.kernels.kernel('dest')
+        chardev = dest.node(dest.devices[name])
+        (xml,) = xmls
+        (iface,) = etree.fromstring(xml).iter('interface')
+        self.assertEqual('vdpa', iface.get('type'))
+        self.assertEqual(chardev, iface.find('source').get('dev'))
+        # the designer's interface, not upstream's two elements (Nova
+        # keeps <mtu> out when the source's XML has none, as the fake's)
+        self.assertEqual('virtio', iface.find('model').get('type'))
+        self.assertLess(migrated, min(self._events('source', 'release')))
+        # the arrived instance's device is not swept by the destination
+        self.assertEqual([], self.computes['dest'].driver.vdpa_incoming
+                         .instances())
+        self._run_periodics()
+        self.assertDevicesMatchPorts()
+
+    def test_live_migrate_fails(self):
+        super().test_live_migrate_fails()
+        # the XML named the destination's device, released after it
+        (migrated,) = self._events('dest', 'migrate')
+        self.assertEqual(frozenset({self.ports[0]['mac_address']}),
+                         self.events[migrated][2][0])
+        self.assertLess(migrated, min(self._events('dest', 'release')))
+
+    def test_live_migrate_fails_destination_cleaned(self):
+        # Without a shared instance path Nova calls the destination's
+        # rollback_live_migration_at_destination: its unplug releases the
+        # device at once, with no periodic update.
+        self.useFixture(fixtures.MockPatch(
+            'nova.compute.manager.ComputeManager.'
+            '_live_migration_cleanup_flags', return_value=(True, False)))
+        self.migrate_stub = self._fail_migration
+        server = self._live_migrate(self.server,
+                                    migration_expected_state='failed')
+        self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual({}, self._devices('dest'))
+        self.assertEqual([], self.computes['dest'].driver.vdpa_incoming
+                         .instances())
+        self.assertDevicesMatchPorts()
+        self.assertEqual([], self._events('source', 'detach'))
+        self.assertEqual({self.ports[0]['mac_address']},
+                         self._guest_macs('source'))
+
+    def _assert_unplug_path(self):
+        server = self._live_migrate(self.server)
+        self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
+        self.assertDevicesMatchPorts()
+        self.assertDevicesBeforeXml()
+        self.assertReleasedAfterGuest()
+        (migrated,) = self._events('dest', 'migrate')
+        self.assertEqual(frozenset(), self.events[migrated][2][0])
+        # (Nova detaches from the live domain and from its definition)
+        self.assertTrue(self._events('source', 'detach'))
+        self.assertEqual(1, len(self._events('dest', 'attach')))
+
+    def test_source_qemu_cannot(self):
+        # the destination made and recorded its device; the source's QEMU
+        # cannot migrate the interface: upstream's path, the same device
+        self._qemu('source', 8002002)
+        self._assert_unplug_path()
+
+    def test_destination_qemu_cannot(self):
+        self._qemu('dest', 8002002)
+        self._assert_unplug_path()
+
+    def test_device_cannot_suspend(self):
+        # the destination's management devices make devices that cannot
+        # be suspended: its device is released at once, upstream's path
+        for m in self.kernels.kernel('dest').mgmtdevs:
+            m.backend = (0x0e, 2, 2)  # no VHOST_BACKEND_F_SUSPEND
+        made = []
+        real = self.computes['dest'].driver.vif_driver.releases.allocate
+
+        def allocate(request):
+            made.append(request.port_id)
+            return real(request)
+
+        self.computes['dest'].driver.vif_driver.releases.allocate = allocate
+        self._assert_unplug_path()
+        # made in pre_live_migration, released, made again at the attach
+        self.assertEqual([self.ports[0]['id']] * 2, made)
+        (released,) = self._events('dest', 'release')
+        self.assertLess(released, min(self._events('dest', 'migrate')))
+
+    def test_device_without_isolated_cvq(self):
+        for m in self.kernels.kernel('dest').mgmtdevs:
+            m.backend = (0x3e, 1, 1)  # one group: CVQ shares the data ASID
+        self._assert_unplug_path()

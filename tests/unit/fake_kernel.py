@@ -26,6 +26,8 @@ test (tests/functional/test_kernel_*.py) checks against the real kernel:
   on vhost_vdpa before a VMM attaches), with vdpasim_net's counter names;
 * a new device autoprobes to the bus driver that registered first;
   driver_override + drivers_probe, unbind and bind behave as on the bus;
+* a vhost-vdpa node answers the backend ioctls of ``kernel/vhost.py``
+  with its management device's ``backend`` (ENOTTY for others);
 * a vhost-vdpa node admits one opener (EBUSY), and deleting a device whose
   node is open, or unbinding it from vhost_vdpa, blocks until it is closed;
 * ``bind``, ``unbind`` and ``drivers_probe`` find a device by name as
@@ -45,6 +47,7 @@ Messages go through pyroute2's real encoder and decoder both ways.
 import dataclasses
 import errno
 import os
+import struct
 import threading
 
 import fixtures
@@ -53,6 +56,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
+from nova_vdpa.kernel import vhost
 
 FAMILY_ID = 0x1c
 BLOCK_LIMIT = 30  # seconds a blocked fake operation waits before failing
@@ -71,6 +75,11 @@ class FakeMgmtdev:
     max_devices: int | None = None
     #: queue index -> vendor statistic names (None: no vendor stats)
     vendor_stats: object = None
+    #: what its devices' vhost-vdpa nodes answer: (VHOST_BACKEND_F_* bits,
+    #: virtqueue groups, address spaces); vdpa_sim_net's on 6.12 (IOTLB_MSG_V2,
+    #: IOTLB_BATCH, IOTLB_ASID, SUSPEND, RESUME, ENABLE_AFTER_DRIVER_OK,
+    #: IOTLB_PERSIST; 2 groups, 2 address spaces), used for mlx5 VFs too
+    backend: tuple = (0x17e, 2, 2)
 
     @property
     def handle(self):
@@ -483,6 +492,22 @@ class FakeSysfs(sysfs.VdpaSysfs):
                 k.attach(d, parts[1])
         else:
             super()._write(path, value)
+
+    def _ioctl(self, fd, request, buf):
+        """vhost-vdpa's read ioctls, for the device open on ``fd``."""
+        path = os.readlink('/proc/self/fd/%d' % fd)
+        for d in self.kernel.devices.values():
+            if d.vhost_index is not None and self.kernel.node(d) == path:
+                features, groups, spaces = d.mgmtdev.backend
+                answers = {
+                    vhost.VHOST_GET_BACKEND_FEATURES: struct.pack(
+                        '=Q', features),
+                    vhost.VHOST_VDPA_GET_GROUP_NUM: struct.pack('=I', groups),
+                    vhost.VHOST_VDPA_GET_AS_NUM: struct.pack('=I', spaces)}
+                if request in answers and len(buf) == len(answers[request]):
+                    return answers[request]
+        # not a vhost-vdpa node, or a request it does not know
+        raise OSError(errno.ENOTTY, os.strerror(errno.ENOTTY))
 
     def _open_exclusive(self, path):
         for d in self.kernel.devices.values():

@@ -94,6 +94,7 @@ class _HostAllocator(vdpa_allocator.Allocator):
 
     allocate = _routed(vdpa_allocator.Allocator.allocate)
     release = _routed(vdpa_allocator.Allocator.release)
+    vhost_backend = _routed(vdpa_allocator.Allocator.vhost_backend)
 
 
 def _no_daemon(*args, **kwargs):

@@ -1,0 +1,52 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The privileged read of a device's live-migration support.
+
+The ``/dev/vhost-vdpa-N`` nodes are root's with mode 0600, and the kernel
+answers the backend ioctls (:mod:`nova_vdpa.kernel.vhost`) only through an
+open node. The daemon opens only a device of ours (name and management
+device checked as for a binding), finds its node itself from sysfs, and
+returns plain numbers.
+"""
+
+from oslo_privsep import comm
+
+from nova_vdpa.kernel import vhost
+from nova_vdpa import privsep
+from nova_vdpa.privsep import vdpa
+
+
+def read_backend(name: str) -> vhost.Backend:
+    """The vhost backend of an unheld device of ours.
+
+    :raises: VdpaDeviceNotOurs before escalation (the daemon checks the
+        management device too); VdpaKernelTimeout; VdpaDeviceNotFound,
+        VdpaChardevNotFound, VdpaSysfsError (held, or not a vhost-vdpa
+        node).
+    """
+    vdpa.check_ours(name, None, 'read the vhost backend of')
+    try:
+        return vhost.Backend(*_read_backend(name))
+    except comm.PrivsepTimeout:
+        raise vdpa._timeout_error(name, '-', 'read the vhost backend of',
+                                  vdpa.CALL_TIMEOUT)
+
+
+@privsep.vdpa_pctxt.entrypoint_with_timeout(vdpa.CALL_TIMEOUT)
+def _read_backend(name: str) -> tuple[int, int, int]:
+    action = 'read the vhost backend of'
+    vdpa.check_ours(name, None, action)
+    vdpa.check_ours(name, vdpa._client().get_device(name).mgmtdev, action)
+    s = vdpa._sysfs_factory()
+    backend = s.backend(s.chardev(name), name)
+    return backend.features, backend.vq_groups, backend.address_spaces
