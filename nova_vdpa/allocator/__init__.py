@@ -49,7 +49,11 @@ Decisions, and what the kernel does that they rest on:
   uninterruptible sleep. Every kernel read here therefore runs on one
   reader thread with a deadline; while a read is stuck, later calls fail
   at once with :class:`~nova_vdpa.exception.VdpaKernelTimeout` instead of
-  queueing behind it, and nothing privileged is attempted. This needs
+  queueing behind it, and nothing privileged is attempted. What the
+  daemon reads itself is not read again here: a creation returns the new
+  device as the kernel reports it, and a release leaves the lookup to the
+  daemon's deletion job, which has the deletion's deadline and fails at
+  once while an earlier deletion is stuck. This needs
   native threads (nova-compute's threading mode): under eventlet a request
   asleep in the kernel stops every green thread. Seen on 6.12: the kernel
   unlinks a device from ``/sys/bus/vdpa/devices`` before the removal
@@ -483,12 +487,13 @@ class Allocator:
             out.append(('queue pairs', config.max_vq_pairs, queue_pairs))
         return out
 
-    def _create(self, name: str, mgmtdev: str, request: PortRequest,
-                queue_pairs: int | None) -> str:
-        """Create and bind the port's device; its chardev."""
+    def _create(self, port_id: str, vf: str, name: str, mgmtdev: str,
+                request: PortRequest,
+                queue_pairs: int | None) -> Allocation:
+        """Create and bind the port's device; read back in the same call."""
         mac = request.mac.lower()
         try:
-            return nova_vdpa.privsep.vdpa.create_bound_device(
+            made = nova_vdpa.privsep.vdpa.create_bound_device(
                 name, mgmtdev, mac=mac, mtu=request.mtu,
                 max_vq_pairs=queue_pairs)
         except exception.VdpaAttributeNotSupported:
@@ -497,8 +502,11 @@ class Allocator:
             LOG.info('Management device %s refused max_vqp for %s; '
                      'creating it with its default queue pairs.', mgmtdev,
                      name)
-            return nova_vdpa.privsep.vdpa.create_bound_device(
+            made = nova_vdpa.privsep.vdpa.create_bound_device(
                 name, mgmtdev, mac=mac, mtu=request.mtu)
+        return Allocation(name=name, mgmtdev=made.device.mgmtdev,
+                          chardev=made.chardev, owned=True,
+                          device=made.device, config=made.config)
 
     def allocate(self, request: PortRequest) -> Allocation:
         """Make sure the port has its device, bound to vhost_vdpa.
@@ -540,10 +548,10 @@ class Allocator:
                 stale = self._stale(current[0], current[1], mgmtdev, mac,
                                     request.mtu, queue_pairs)
                 if not stale:
-                    return self._bound(port_id, vf, name)
+                    return self._bound(port_id, vf, name, *current)
                 self._recreate_stale(port_id, vf, name, stale)
-            chardev = self._create(name, mgmtdev, request, queue_pairs)
-            return self._found(port_id, vf, name, chardev)
+            return self._create(port_id, vf, name, mgmtdev, request,
+                                queue_pairs)
 
     def _recreate_stale(self, port_id: str, vf: str, name: str,
                         stale: list[tuple[str, Any, Any]]) -> None:
@@ -560,15 +568,20 @@ class Allocator:
         LOG.info('vDPA device %s of port %s had %s instead of %s: made '
                  'again.', name, port_id, found, wanted)
 
-    def _bound(self, port_id: str, vf: str, name: str) -> Allocation:
-        chardev = None
-        if self._sysfs.driver(name) != sysfs_mod.VHOST_VDPA:
-            chardev = nova_vdpa.privsep.vdpa.bind_device(name)
-        return self._found(port_id, vf, name, chardev)
+    def _bound(self, port_id: str, vf: str, name: str,
+               device: model.VdpaDevice,
+               config: model.DeviceConfig) -> Allocation:
+        """The Allocation of a device of ours found right, bound if not.
 
-    def _found(self, port_id: str, vf: str, name: str,
-               chardev: str | None) -> Allocation:
-        """The Allocation of a device of ours just made or bound."""
+        Already on vhost_vdpa, what was just read stands; a device bound
+        now (a crash before its binding) is read again: the driver switch
+        resets its status and negotiated features.
+        """
+        if self._sysfs.driver(name) == sysfs_mod.VHOST_VDPA:
+            return Allocation(name=name, mgmtdev=device.mgmtdev,
+                              chardev=self._sysfs.chardev(name), owned=True,
+                              device=device, config=config)
+        chardev = nova_vdpa.privsep.vdpa.bind_device(name)
         found = self._allocation(port_id, vf, name, owned=True,
                                  chardev=chardev)
         if found is None:
@@ -592,19 +605,15 @@ class Allocator:
         with lockutils.lock('nova-vdpa-port-' + name):
             if not self._sysfs.exists(name):
                 return
+            # No read of our own: the daemon looks the device up, checks
+            # its management device against management_devices and for a
+            # holder, and deletes it, in one job under the deletion's
+            # deadline. A read known to be stuck still fails this at once.
+            self._reader.check(name, '-', 'delete')
             try:
-                mgmtdev = self._read(lambda c: c.get_device(name).mgmtdev,
-                                     name, '-', 'device get')
-            except exception.VdpaDeviceNotFound:
-                return
-            if self._allowed and mgmtdev not in self._allowed:
-                raise exception.VdpaDeviceNotOurs(
-                    device=name, mgmtdev=mgmtdev, attribute='delete',
-                    reason='the management device is not in '
-                    'management_devices')
-            try:
-                nova_vdpa.privsep.vdpa.delete_device(name,
-                                                     self._delete_timeout)
+                nova_vdpa.privsep.vdpa.delete_device(
+                    name, self._delete_timeout,
+                    management_devices=sorted(self._allowed))
             except exception.VdpaDeviceNotFound:
                 return
             LOG.debug('Released vDPA device %s of port %s (VF %s).', name,

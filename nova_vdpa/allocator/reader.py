@@ -80,6 +80,19 @@ class Reader:
             if client is not None:
                 client.close()
 
+    def check(self, device: str, mgmtdev: str, what: str) -> None:
+        """Fail at once while a read that missed its deadline is stuck.
+
+        For callers about to ask the kernel elsewhere (the privsep daemon)
+        without a read of their own first.
+
+        :raises: VdpaKernelTimeout
+        """
+        with self._lock:
+            if self._stuck is not None and not self._stuck.done():
+                raise self._error(device, mgmtdev, what)
+            self._stuck = None
+
     def call(self, fn: Callable[[netlink.VdpaClient], Any], device: str,
              mgmtdev: str, what: str) -> Any:
         """``fn(client)`` on the reader thread, within the deadline.
@@ -87,10 +100,7 @@ class Reader:
         :param device: for the error message; so are ``mgmtdev``, ``what``.
         :raises: VdpaKernelTimeout, and what ``fn`` raises.
         """
-        with self._lock:
-            if self._stuck is not None and not self._stuck.done():
-                raise self._error(device, mgmtdev, what)
-            self._stuck = None
+        self.check(device, mgmtdev, what)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._jobs.put((future, fn))
         try:

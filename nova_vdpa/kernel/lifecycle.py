@@ -19,7 +19,8 @@ of nova-vdpa (and the privsep entrypoints) need:
 * :func:`delete_device`: refuse while a process (QEMU) holds the chardev,
   and never wait for the kernel without a deadline. The kernel's DEV_DEL
   blocks, uninterruptibly, until the chardev is closed; deletion therefore
-  runs on a worker thread that owns its own netlink socket.
+  runs on a worker thread that owns its own netlink socket, the lookup,
+  the checks and DEV_DEL as one job (one thread hand-off).
 
 Only the standard library (``logging``, never oslo.log) and
 nova_vdpa.kernel are imported here.
@@ -106,6 +107,10 @@ class _DeleteWorker:
     a process with a stuck deletion ends only once the holder closes it
     (seen in the bed). Refusing in-use devices first keeps that to the
     window between the check and the request.
+
+    While a request that missed its caller's deadline is still in the
+    kernel, later deletions fail at once (:meth:`check_not_stuck`) instead
+    of queueing behind it, each for its own deadline.
     """
 
     #: seconds the exit hook waits for the thread to close its socket
@@ -114,6 +119,12 @@ class _DeleteWorker:
     def __init__(self, client_factory: ClientFactory) -> None:
         self._factory = client_factory
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running: concurrent.futures.Future[Any] | None = None
+        #: the request in the kernel past a caller's deadline, and that
+        #: deadline
+        self._stuck: tuple[concurrent.futures.Future[Any], float] | None = \
+            None
         self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name='vdpa-delete')
         self._thread.start()
@@ -129,12 +140,17 @@ class _DeleteWorker:
                 future, fn, name = job
                 if not future.set_running_or_notify_cancel():
                     continue  # cancelled while queued
+                with self._lock:
+                    self._running = future
                 try:
                     if client is None:
                         client = self._new_client(name)
                     future.set_result(fn(client, name))
                 except BaseException as e:
                     future.set_exception(e)
+                finally:
+                    with self._lock:
+                        self._running = None
         finally:
             if client is not None:
                 client.close()
@@ -154,27 +170,33 @@ class _DeleteWorker:
         self._jobs.put((future, fn, name))
         return future
 
+    def check_not_stuck(self, name: str) -> None:
+        """Fail at once while a request that missed its deadline runs.
+
+        :raises: VdpaKernelTimeout
+        """
+        with self._lock:
+            if self._stuck is None:
+                return
+            stuck, timeout = self._stuck
+            if stuck.done():
+                self._stuck = None
+                return
+        raise exception.VdpaKernelTimeout(
+            device=name, mgmtdev='-', attribute='delete', timeout=timeout)
+
+    def timed_out(self, timeout: float) -> None:
+        """Note that a caller gave up after ``timeout`` seconds."""
+        with self._lock:
+            # The request in the kernel now: the caller's own, or the one
+            # it queued behind.
+            if self._running is not None:
+                self._stuck = (self._running, timeout)
+
     def stop(self) -> None:
         """Let the thread close its socket and end (a stuck one stays)."""
         self._jobs.put(None)
         self._thread.join(self.EXIT_WAIT)
-
-    def device(self, name: str, timeout: float) -> model.VdpaDevice:
-        """Look ``name`` up with this thread's client.
-
-        :raises: VdpaDeviceNotFound, VdpaNotLoaded, VdpaKernelError (no
-            answer within ``timeout`` seconds)
-        """
-        future = self._submit(lambda c, n: c.get_device(n), name)
-        try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise exception.VdpaKernelError(
-                device=name, mgmtdev='-', attribute='VDPA_ATTR_DEV_NAME',
-                reason='the deletion thread did not answer within %s s (it '
-                'may be waiting for an earlier deletion the kernel holds '
-                'up)' % timeout)
 
     def run(self, name: str, timeout: float, mgmtdev: str = '-',
             deadline: float | None = None) -> None:
@@ -192,6 +214,7 @@ class _DeleteWorker:
             # A request still queued behind a stuck one must not run later,
             # when the name may belong to a new device.
             future.cancel()
+            self.timed_out(timeout)
             raise exception.VdpaDeleteTimeout(
                 device=name, mgmtdev=mgmtdev, attribute='VDPA_ATTR_DEV_NAME',
                 timeout=timeout)
@@ -226,18 +249,49 @@ def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str, *,
         anything else; raises to refuse the deletion (the privsep daemon
         checks the management device with it).
     :raises: what ``check`` raises, VdpaDeviceInUse, VdpaDeleteTimeout,
-        VdpaDeviceNotFound, VdpaNotLoaded, VdpaPermissionDenied,
-        VdpaInvalidArgument
+        VdpaKernelTimeout (no answer to the lookup in time, or an earlier
+        deletion is still stuck in the kernel), VdpaDeviceNotFound,
+        VdpaNotLoaded, VdpaPermissionDenied, VdpaInvalidArgument
     """
     validate.existing_device_name(name)
     validate.timeout(timeout, name)
-    deadline = time.monotonic() + timeout
     worker = _worker(client_factory)
-    # The kernel's answer first: a device that is gone, or vdpa unloaded,
-    # is said so by netlink, not guessed from sysfs.
-    device = worker.device(name, timeout)
-    if check is not None:
-        check(device)
-    sysfs.check_not_in_use(name, action='delete', mgmtdev=device.mgmtdev)
-    # One deadline for the whole deletion, lookup included.
-    worker.run(name, timeout, device.mgmtdev, deadline)
+    worker.check_not_stuck(name)
+    lock = threading.Lock()
+    # Set by the caller when it gives up: a lookup that answers late must
+    # not go on to delete, when the name may belong to a new device.
+    abandoned: list[bool] = []
+    # The management device, once the checks passed and DEV_DEL is sent.
+    deleting: list[str] = []
+
+    def job(client: netlink.VdpaClient, name: str) -> None:
+        # One job on the worker: the lookup, the checks and the deletion
+        # cost one hand-off, under one deadline.
+        # The kernel's answer first: a device that is gone, or vdpa
+        # unloaded, is said so by netlink, not guessed from sysfs.
+        device = client.get_device(name)
+        if check is not None:
+            check(device)
+        sysfs.check_not_in_use(name, action='delete', mgmtdev=device.mgmtdev)
+        with lock:
+            if abandoned:
+                return
+            deleting.append(device.mgmtdev)
+        client.delete_device(name)
+
+    future = worker._submit(job, name)
+    try:
+        future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        with lock:
+            abandoned.append(True)
+            # Not run later if still queued behind a stuck request.
+            future.cancel()
+        worker.timed_out(timeout)
+        if deleting:
+            raise exception.VdpaDeleteTimeout(
+                device=name, mgmtdev=deleting[0],
+                attribute='VDPA_ATTR_DEV_NAME', timeout=timeout)
+        raise exception.VdpaKernelTimeout(
+            device=name, mgmtdev='-', attribute='device get before delete',
+            timeout=timeout)

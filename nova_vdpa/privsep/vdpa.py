@@ -19,7 +19,9 @@ Call them by full path, ``nova_vdpa.privsep.vdpa.create_device(...)``, so
 escalation is visible where it happens.
 """
 
+import dataclasses
 import threading
+from typing import NamedTuple, Sequence
 import uuid
 
 from oslo_config import cfg
@@ -28,6 +30,7 @@ from oslo_privsep import comm
 from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
+from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from nova_vdpa.kernel import validate
@@ -160,32 +163,50 @@ def _create_device(name: str, mgmtdev: str, mac: str | None,
                             device_features=device_features)
 
 
+class BoundDevice(NamedTuple):
+    """A device just created and bound, as the kernel reports it after."""
+
+    chardev: str
+    device: model.VdpaDevice
+    config: model.DeviceConfig
+
+
 def create_bound_device(name: str, mgmtdev: str, mac: str | None = None,
                         mtu: int | None = None,
-                        max_vq_pairs: int | None = None) -> str:
-    """Create a device of ours and bind it to vhost_vdpa, in one call.
+                        max_vq_pairs: int | None = None) -> BoundDevice:
+    """Create a device of ours, bind it to vhost_vdpa and read it back.
 
-    One daemon round trip instead of two; a device that cannot be bound is
-    deleted again (:func:`nova_vdpa.kernel.lifecycle.create_device`).
+    One daemon round trip for what allocating a port needs: a device that
+    cannot be bound is deleted again
+    (:func:`nova_vdpa.kernel.lifecycle.create_device`), and the kernel's
+    view of the new device (DEV_GET, CONFIG_GET) comes back with its
+    chardev, read by the daemon right after binding.
 
-    :returns: the ``/dev/vhost-vdpa-N`` path of the device.
     :raises: what :func:`create_device` and :func:`bind_device` raise.
     """
     validate.create_args(name, mgmtdev, mac, mtu, max_vq_pairs, None)
     check_ours(name, mgmtdev, 'create')
     try:
-        return _create_bound_device(name, mgmtdev, mac, mtu, max_vq_pairs)
+        chardev, device, config = _create_bound_device(
+            name, mgmtdev, mac, mtu, max_vq_pairs)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, mgmtdev, 'create', CALL_TIMEOUT)
+    return BoundDevice(chardev, model.VdpaDevice(**device),
+                       model.DeviceConfig(**config))
 
 
 @privsep.vdpa_pctxt.entrypoint_with_timeout(CALL_TIMEOUT)
 def _create_bound_device(name: str, mgmtdev: str, mac: str | None,
-                         mtu: int | None, max_vq_pairs: int | None) -> str:
+                         mtu: int | None, max_vq_pairs: int | None
+                         ) -> tuple[str, dict, dict]:
     check_ours(name, mgmtdev, 'create')
-    return lifecycle.create_device(_client(), _sysfs_factory(), name,
-                                   mgmtdev, mac=mac, mtu=mtu,
-                                   max_vq_pairs=max_vq_pairs)
+    client = _client()
+    chardev = lifecycle.create_device(client, _sysfs_factory(), name,
+                                      mgmtdev, mac=mac, mtu=mtu,
+                                      max_vq_pairs=max_vq_pairs)
+    # Plain values: privsep's channel carries msgpack, not dataclasses.
+    return (chardev, dataclasses.asdict(client.get_device(name)),
+            dataclasses.asdict(client.get_config(name)))
 
 
 def bind_device(name: str) -> str:
@@ -213,29 +234,42 @@ def _bind_device(name: str) -> str:
     return s.chardev(name)
 
 
-def delete_device(name: str, timeout: float) -> None:
+def delete_device(name: str, timeout: float,
+                  management_devices: Sequence[str] = ()) -> None:
     """Delete a device of ours unless a process holds it (privileged).
 
     :param timeout: seconds the daemon waits for the kernel's deletion
         (``[nova_vdpa] delete_timeout``); the call itself ends after
         :data:`DELETE_CALL_TIMEOUT` at most.
+    :param management_devices: the caller's own ``management_devices``:
+        it can only narrow what the daemon's configuration allows, so the
+        caller needs no read of its own to refuse a device outside it.
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
         (the daemon checks the management device too); VdpaDeviceInUse,
         VdpaDeleteTimeout, VdpaKernelTimeout, VdpaDeviceNotFound.
     """
     validate.device_name(name)
     validate.timeout(timeout, name)
+    for handle in management_devices:
+        validate.mgmtdev_handle(handle)
     check_ours(name, None, 'delete')
     try:
-        _delete_device(name, float(timeout))
+        _delete_device(name, float(timeout), list(management_devices))
     except comm.PrivsepTimeout:
         raise _timeout_error(name, '-', 'delete', DELETE_CALL_TIMEOUT)
 
 
 @privsep.vdpa_pctxt.entrypoint_with_timeout(DELETE_CALL_TIMEOUT)
-def _delete_device(name: str, timeout: float) -> None:
+def _delete_device(name: str, timeout: float,
+                   management_devices: Sequence[str] = ()) -> None:
     check_ours(name, None, 'delete')
-    lifecycle.delete_device(
-        _sysfs_factory(), name, timeout=timeout,
-        client_factory=_client_factory,
-        check=lambda device: check_ours(name, device.mgmtdev, 'delete'))
+
+    def check(device: model.VdpaDevice) -> None:
+        check_ours(name, device.mgmtdev, 'delete')
+        if management_devices and device.mgmtdev not in management_devices:
+            raise exception.VdpaDeviceNotOurs(
+                device=name, mgmtdev=device.mgmtdev, attribute='delete',
+                reason='the management device is not in '
+                'management_devices')
+    lifecycle.delete_device(_sysfs_factory(), name, timeout=timeout,
+                            client_factory=_client_factory, check=check)

@@ -28,6 +28,7 @@ from nova_vdpa import allocator
 from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
+from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from nova_vdpa.privsep import vdpa as priv_vdpa
 from tests.unit import base
@@ -47,16 +48,19 @@ class LockingKernel(fake_kernel.FakeKernel):
     The vdpa family is not ``parallel_ops``: genetlink runs its requests
     one at a time, so a DEV_DEL that waits for a chardev holder keeps every
     other vdpa request waiting (tests/functional/test_allocator.py shows it
-    on the real kernel). ``started`` counts requests that reached it.
+    on the real kernel). ``started`` counts requests that reached it,
+    ``commands`` lists their VDPA_CMD_* numbers.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.genl_mutex = threading.Lock()
         self.started = 0
+        self.commands = []
 
     def handle(self, cmd, attrs, dump):
         self.started += 1
+        self.commands.append(cmd)
         with self.genl_mutex:
             return super().handle(cmd, attrs, dump)
 
@@ -304,6 +308,50 @@ class TestAllocate(AllocatorTestCase):
         self.assertRaises(exception.VdpaNoSpace, self.alloc.allocate,
                           self.request(port=PORT_B, vf=HW_VF))
         self.assertEqual(['nvdpa-' + PORT_A], self.names())
+
+
+class TestKernelRequests(AllocatorTestCase):
+    """What one port's allocation and release ask of the kernel.
+
+    Under the test bed's TCG every request and thread hand-off costs
+    milliseconds (tools/bench_allocator.py): nothing is read twice.
+    """
+
+    def test_allocate_and_release_read_nothing_twice(self):
+        a = self.alloc.allocate(self.request(mtu=1400))
+        # The read before anything privileged (fails fast on a stuck
+        # kernel), the creation, and the daemon's read-back.
+        self.assertEqual([netlink.VDPA_CMD_MGMTDEV_GET,
+                          netlink.VDPA_CMD_DEV_NEW, netlink.VDPA_CMD_DEV_GET,
+                          netlink.VDPA_CMD_DEV_CONFIG_GET],
+                         self.kernel.commands)
+        # The read-back is the kernel's view, as a later lookup sees it.
+        self.assertEqual(a, self.alloc.lookup(PORT_A, SIM_VF))
+        self.assertEqual((MAC, 1400), (a.config.mac, a.config.mtu))
+        self.assertEqual(self.sysfs.chardev(a.name), a.chardev)
+        del self.kernel.commands[:]
+        # Again: the device read once, found right, nothing else.
+        self.assertEqual(a, self.alloc.allocate(self.request(mtu=1400)))
+        self.assertEqual([netlink.VDPA_CMD_DEV_GET,
+                          netlink.VDPA_CMD_DEV_CONFIG_GET,
+                          netlink.VDPA_CMD_MGMTDEV_GET],
+                         self.kernel.commands)
+        del self.kernel.commands[:]
+        # The daemon's lookup (management device check), then DEV_DEL.
+        self.alloc.release(PORT_A, SIM_VF)
+        self.assertEqual([netlink.VDPA_CMD_DEV_GET, netlink.VDPA_CMD_DEV_DEL],
+                         self.kernel.commands)
+        self.assertEqual([], self.names())
+
+    def test_release_outside_the_callers_management_devices(self):
+        # The daemon allows any management device; the caller's narrower
+        # list still refuses, without a read of the caller's own.
+        a = self.alloc.allocate(self.request())
+        alloc = self.allocator(management_devices=['pci/' + HW_VF])
+        e = self.assertRaises(exception.VdpaDeviceNotOurs, alloc.release,
+                              PORT_A, SIM_VF)
+        self.assertIn('management_devices', str(e))
+        self.assertEqual([a.name], self.names())
 
 
 class TestQueuePairs(AllocatorTestCase):

@@ -553,14 +553,50 @@ class TestDeleteWorker(base.KernelTestCase):
         self.addCleanup(gate.set)
         worker._submit(lambda c, n: gate.wait(10), 'stuck')
         t0 = time.monotonic()
-        e = self.assertRaises(exception.VdpaKernelError,
+        e = self.assertRaises(exception.VdpaKernelTimeout,
                               lifecycle.delete_device, self.sysfs, 'vd0',
                               timeout=0.3, client_factory=factory)
         self.assertLess(time.monotonic() - t0, 5)
         self.assertIn('vd0', str(e))
-        self.assertIn('did not answer within 0.3 s', str(e))
+        self.assertIn('within 0.3 s', str(e))
+        # While that request is still in the kernel, deletions fail at
+        # once instead of queueing behind it.
+        t0 = time.monotonic()
+        self.assertRaises(exception.VdpaKernelTimeout,
+                          lifecycle.delete_device, self.sysfs, 'vd0',
+                          timeout=5, client_factory=factory)
+        self.assertLess(time.monotonic() - t0, 1)
         gate.set()
         worker._submit(lambda c, n: None, 'sync').result(timeout=5)
+        self.assertEqual(['vd0'],
+                         [d.name for d in self.client.list_devices()])
+        # Once it returned, deletions go through again.
+        lifecycle.delete_device(self.sysfs, 'vd0', timeout=5,
+                                client_factory=factory)
+        self.assertEqual([], self.client.list_devices())
+
+    def test_lookup_answered_after_the_deadline_deletes_nothing(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+
+        def factory():
+            client = self.kernel.client()
+            get_device = client.get_device
+
+            def slow_get_device(name):
+                gate.wait(10)  # the kernel's lock held elsewhere
+                return get_device(name)
+            client.get_device = slow_get_device
+            return client
+        e = self.assertRaises(exception.VdpaKernelTimeout,
+                              lifecycle.delete_device, self.sysfs, 'vd0',
+                              timeout=0.3, client_factory=factory)
+        self.assertIn('vd0', str(e))
+        gate.set()
+        worker = lifecycle._worker(factory)
+        worker._submit(lambda c, n: None, 'sync').result(timeout=5)
+        # The caller was told it failed: the device is still there.
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
 
