@@ -150,16 +150,17 @@ def _decode(data: bytes, offset: int, length: int | None,
         length = _NLMSG_LEN(data, offset)[0]
     by_name = into if isinstance(into, dict) else None
     pairs = into if isinstance(into, list) else None
+    attributes, known = _ATTRIBUTES, len(_ATTRIBUTES)
     end = offset + length
     pos = offset + 20  # nlmsghdr (16) and genlmsghdr (4)
     while pos + 4 <= end:
         nla_len, nla_type = _NLA_HEADER(data, pos)
-        if nla_len < 4 or pos + nla_len > end:
+        start, stop = pos + 4, pos + nla_len
+        if nla_len < 4 or stop > end:
             break
         nla_type &= _NLA_TYPE_MASK
-        if nla_type < len(_ATTRIBUTES):
-            name, size, fmt = _ATTRIBUTES[nla_type]
-            start, stop = pos + 4, pos + nla_len
+        if nla_type < known:
+            name, size, fmt = attributes[nla_type]
             if size:
                 value = fmt(data, start)[0] if nla_len - 4 >= size else None
             elif fmt == _ASCIIZ:
