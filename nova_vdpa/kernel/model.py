@@ -19,6 +19,7 @@ them. Only the standard library is imported here.
 """
 
 import dataclasses
+import functools
 from typing import Any, Iterable
 
 VIRTIO_ID_NET = 1
@@ -90,7 +91,20 @@ def join_mgmtdev(bus: str | None, name: str) -> str:
     return '%s/%s' % (bus, name) if bus else name
 
 
-@dataclasses.dataclass(frozen=True)
+# A dump gives every management device of a kind the same class bits: the
+# tuple is built once per distinct value, not once per device at every
+# periodic update. Bounded, as the values come from the kernel.
+@functools.lru_cache(maxsize=64)
+def _class_ids(classes: int) -> tuple[int, ...]:
+    """Bit numbers set in a class mask, up to the highest one set."""
+    return tuple(i for i in range(1, min(classes.bit_length(), 64))
+                 if classes >> i & 1)
+
+
+# slots: a dump makes one of these per management device or device at
+# every periodic update; without a per-instance dict each takes less
+# memory to build and to read back.
+@dataclasses.dataclass(frozen=True, slots=True)
 class ManagementDevice:
     """A vdpa management device: what can create vDPA devices."""
 
@@ -118,20 +132,17 @@ class ManagementDevice:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> 'ManagementDevice':
-        classes = attrs.get('VDPA_ATTR_MGMTDEV_SUPPORTED_CLASSES') or 0
+        get = attrs.get
         return cls(
-            bus=attrs.get('VDPA_ATTR_MGMTDEV_BUS_NAME') or None,
+            bus=get('VDPA_ATTR_MGMTDEV_BUS_NAME') or None,
             name=attrs['VDPA_ATTR_MGMTDEV_DEV_NAME'],
-            # Only up to the highest bit set: this runs once per
-            # management device of a dump, at every periodic update.
-            supported_class_ids=tuple(
-                i for i in range(1, min(classes.bit_length(), 64))
-                if classes >> i & 1),
-            max_supported_vqs=attrs.get('VDPA_ATTR_DEV_MGMTDEV_MAX_VQS'),
-            supported_features=attrs.get('VDPA_ATTR_DEV_SUPPORTED_FEATURES'))
+            supported_class_ids=_class_ids(
+                get('VDPA_ATTR_MGMTDEV_SUPPORTED_CLASSES') or 0),
+            max_supported_vqs=get('VDPA_ATTR_DEV_MGMTDEV_MAX_VQS'),
+            supported_features=get('VDPA_ATTR_DEV_SUPPORTED_FEATURES'))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class VdpaDevice:
     """A vDPA device created through a management device."""
 
@@ -149,18 +160,19 @@ class VdpaDevice:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> 'VdpaDevice':
+        get = attrs.get
         return cls(
             name=attrs['VDPA_ATTR_DEV_NAME'],
-            mgmtdev=join_mgmtdev(attrs.get('VDPA_ATTR_MGMTDEV_BUS_NAME'),
+            mgmtdev=join_mgmtdev(get('VDPA_ATTR_MGMTDEV_BUS_NAME'),
                                  attrs['VDPA_ATTR_MGMTDEV_DEV_NAME']),
             virtio_id=attrs['VDPA_ATTR_DEV_ID'],
-            vendor_id=attrs.get('VDPA_ATTR_DEV_VENDOR_ID'),
-            max_vqs=attrs.get('VDPA_ATTR_DEV_MAX_VQS'),
-            max_vq_size=attrs.get('VDPA_ATTR_DEV_MAX_VQ_SIZE'),
-            min_vq_size=attrs.get('VDPA_ATTR_DEV_MIN_VQ_SIZE'))
+            vendor_id=get('VDPA_ATTR_DEV_VENDOR_ID'),
+            max_vqs=get('VDPA_ATTR_DEV_MAX_VQS'),
+            max_vq_size=get('VDPA_ATTR_DEV_MAX_VQ_SIZE'),
+            min_vq_size=get('VDPA_ATTR_DEV_MIN_VQ_SIZE'))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class DeviceConfig:
     """The virtio-net config space of a device, as the kernel reports it.
 
@@ -217,7 +229,7 @@ class DeviceConfig:
             device_features=device_features)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class VendorQueueStats:
     """Vendor statistics of one virtqueue (``vdpa dev vstats show``)."""
 

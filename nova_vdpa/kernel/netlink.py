@@ -111,65 +111,100 @@ class vdpamsg(genlmsg):
     )
 
 
-def _asciiz(data: bytes, offset: int, length: int) -> str:
-    raw = data[offset:offset + length]
-    return raw.split(b'\0', 1)[0].decode('utf-8', 'surrogateescape')
+#: a message of the family as the socket received it, not decoded yet:
+#: ``(buffer, offset, length)``; :func:`decode_attrs` or
+#: :func:`decode_reply` read it.
+RawReply = tuple[bytes, int, int]
+
+_NLMSG_LEN = struct.Struct('=I').unpack_from
+_NLA_HEADER = struct.Struct('=HH').unpack_from
+_NONE, _ASCIIZ, _L2ADDR = 0, 1, 2
+_INTEGERS = {'uint8': '=B', 'uint16': '=H', 'uint32': '=I', 'uint64': '=Q'}
 
 
-def _l2addr(data: bytes, offset: int, length: int) -> str:
-    return ':'.join('%02x' % b for b in data[offset:offset + length])
+def _format(fmt: str) -> tuple[int, Any]:
+    """An integer format's (size, precompiled unpacker); (0, kind) else."""
+    if fmt in _INTEGERS:
+        packer = struct.Struct(_INTEGERS[fmt])
+        return packer.size, packer.unpack_from
+    return 0, {'none': _NONE, 'asciiz': _ASCIIZ, 'l2addr': _L2ADDR}[fmt]
 
 
-def _uint(fmt: str) -> Any:
-    size = struct.calcsize(fmt)
-
-    def decode(data: bytes, offset: int, length: int) -> int | None:
-        if length < size:
-            return None
-        return struct.unpack_from(fmt, data, offset)[0]
-    return decode
-
-
-_DECODERS: dict[str, Any] = {
-    'none': lambda data, offset, length: None,
-    'asciiz': _asciiz,
-    'l2addr': _l2addr,
-    'uint8': _uint('=B'),
-    'uint16': _uint('=H'),
-    'uint32': _uint('=I'),
-    'uint64': _uint('=Q'),
-}
-#: attribute number -> (name, decoder), from :class:`vdpamsg`'s map
-_ATTRIBUTES = tuple((name, _DECODERS[fmt]) for name, fmt in vdpamsg.nla_map)
+#: attribute number -> (name, integer size or 0, unpacker or kind), from
+#: :class:`vdpamsg`'s map
+_ATTRIBUTES = tuple((name,) + _format(fmt) for name, fmt in vdpamsg.nla_map)
 #: nla_type bits that are flags, not the attribute number
 _NLA_TYPE_MASK = 0x3fff
+
+
+def _decode(data: bytes, offset: int, length: int | None,
+            into: dict[str, Any] | list[tuple[str, Any]]) -> None:
+    """Read one message's attributes into a dict, or a list of pairs.
+
+    One loop for both. Per attribute this is most of what a dump costs at
+    every periodic update, so it makes no Python call and no object but
+    the value (integers by precompiled ``struct`` unpackers, strings cut
+    at their NUL and decoded once).
+    """
+    if length is None:
+        length = _NLMSG_LEN(data, offset)[0]
+    by_name = into if isinstance(into, dict) else None
+    pairs = into if isinstance(into, list) else None
+    attributes, known = _ATTRIBUTES, len(_ATTRIBUTES)
+    end = offset + length
+    pos = offset + 20  # nlmsghdr (16) and genlmsghdr (4)
+    while pos + 4 <= end:
+        nla_len, nla_type = _NLA_HEADER(data, pos)
+        start, stop = pos + 4, pos + nla_len
+        if nla_len < 4 or stop > end:
+            break
+        nla_type &= _NLA_TYPE_MASK
+        if nla_type < known:
+            name, size, fmt = attributes[nla_type]
+            if size:
+                value = fmt(data, start)[0] if nla_len - 4 >= size else None
+            elif fmt == _ASCIIZ:
+                nul = data.find(0, start, stop)
+                value = data[start:stop if nul < 0 else nul].decode(
+                    'utf-8', 'surrogateescape')
+            elif fmt == _L2ADDR:
+                value = data[start:stop].hex(':')
+            else:
+                value = None
+            if by_name is not None:
+                by_name[name] = value
+            elif pairs is not None:
+                pairs.append((name, value))
+        pos += (nla_len + 3) & ~3
+
+
+def decode_attrs(data: bytes, offset: int = 0,
+                 length: int | None = None) -> dict[str, Any]:
+    """One vdpa family message's attributes by name.
+
+    What the models are built from. An attribute that comes twice keeps
+    its last value; :func:`decode_reply` keeps them all, in order.
+    Attributes this map does not know are skipped.
+    """
+    attrs: dict[str, Any] = {}
+    _decode(data, offset, length, attrs)
+    return attrs
 
 
 def decode_reply(data: bytes, offset: int = 0,
                  length: int | None = None) -> dict[str, Any]:
     """One vdpa family message: ``{'cmd': n, 'attrs': [(name, value)]}``.
 
-    The attributes are read with :class:`vdpamsg`'s own map and formats.
+    The attributes are read with :class:`vdpamsg`'s own map and formats,
+    in order, repeated ones included (vendor statistics).
     Why not ``vdpamsg(data).decode()``: pyroute2 builds an object per
     attribute, which made a 1,024 management device dump cost 100 ms of
     Python, ten times this; the family's replies are flat (no nested
     attributes), so a loop over the attribute headers is all it takes.
     Attributes this map does not know are skipped.
     """
-    if length is None:
-        length = struct.unpack_from('=I', data, offset)[0]
-    end = offset + length
-    attrs = []
-    pos = offset + 20  # nlmsghdr (16) and genlmsghdr (4)
-    while pos + 4 <= end:
-        nla_len, nla_type = struct.unpack_from('=HH', data, pos)
-        if nla_len < 4 or pos + nla_len > end:
-            break
-        nla_type &= _NLA_TYPE_MASK
-        if nla_type < len(_ATTRIBUTES):
-            name, decode = _ATTRIBUTES[nla_type]
-            attrs.append((name, decode(data, pos + 4, nla_len - 4)))
-        pos += (nla_len + 3) & ~3
+    attrs: list[tuple[str, Any]] = []
+    _decode(data, offset, length, attrs)
     return {'cmd': data[offset + 16], 'attrs': attrs}
 
 
@@ -178,8 +213,9 @@ class VdpaSocket:
 
     Requests are pyroute2's messages (:class:`vdpamsg`, ``ctrlmsg``), and
     so are errors with their extended acks (pyroute2's ``Marshal``);
-    replies of the family go through :func:`decode_reply`. Only sending,
-    receiving and matching the sequence number are done here.
+    replies of the family are returned as received (:data:`RawReply`),
+    for the client to decode into what it builds. Only sending, receiving
+    and matching the sequence number are done here.
 
     Why not pyroute2's own ``GenericNetlinkSocket``: from 0.9 its
     synchronous API runs an asyncio event loop for every request, which in
@@ -230,6 +266,9 @@ class VdpaSocket:
                     msg_flags: int) -> list[Any]:
         """Send ``msg``; its replies, up to the ack or the end of the dump.
 
+        The family's replies are :data:`RawReply` references into the
+        received buffers, others pyroute2's decoded messages.
+
         :raises: NetlinkError with the kernel's errno and extended ack;
             OSError for a socket error or a truncated reply.
         """
@@ -260,7 +299,7 @@ class VdpaSocket:
                 if mseq != seq:
                     continue  # a late reply to an abandoned request
                 if mtype == self.prid:
-                    replies.append(decode_reply(data, at, length))
+                    replies.append((data, at, length))
                 elif mtype == NLMSG_DONE and not mflags & NLM_F_ACK_TLVS:
                     # A dump that failed after its first part says so here.
                     code = struct.unpack_from('=i', data, at + 16)[0] \
@@ -428,7 +467,7 @@ class VdpaClient:
     def list_management_devices(self) -> list[model.ManagementDevice]:
         """All management devices (``vdpa mgmtdev show``)."""
         ctx = dict(device='-', mgmtdev='*', attribute='-')
-        return [model.ManagementDevice.from_attrs(dict(m['attrs']))
+        return [model.ManagementDevice.from_attrs(decode_attrs(*m))
                 for m in self._request(VDPA_CMD_MGMTDEV_GET, [], True, ctx)]
 
     def get_management_device(self, mgmtdev: str) -> model.ManagementDevice:
@@ -442,13 +481,13 @@ class VdpaClient:
         replies = list(self._request(VDPA_CMD_MGMTDEV_GET,
                                      self._mgmtdev_attrs(mgmtdev), False,
                                      ctx))
-        return model.ManagementDevice.from_attrs(dict(replies[0]['attrs']))
+        return model.ManagementDevice.from_attrs(decode_attrs(*replies[0]))
 
     # -------------------------------------------------------------- devices
     def list_devices(self) -> list[model.VdpaDevice]:
         """All user-created vDPA devices (``vdpa dev show``)."""
         ctx = dict(device='*', mgmtdev='-', attribute='-')
-        return [model.VdpaDevice.from_attrs(dict(m['attrs']))
+        return [model.VdpaDevice.from_attrs(decode_attrs(*m))
                 for m in self._request(VDPA_CMD_DEV_GET, [], True, ctx)]
 
     def get_device(self, name: str) -> model.VdpaDevice:
@@ -462,12 +501,12 @@ class VdpaClient:
         ctx = dict(device=name, mgmtdev='-', attribute='VDPA_ATTR_DEV_NAME')
         replies = list(self._request(
             VDPA_CMD_DEV_GET, [('VDPA_ATTR_DEV_NAME', name)], False, ctx))
-        return model.VdpaDevice.from_attrs(dict(replies[0]['attrs']))
+        return model.VdpaDevice.from_attrs(decode_attrs(*replies[0]))
 
     def list_configs(self) -> list[model.DeviceConfig]:
         """The virtio config of every device (``vdpa dev config show``)."""
         ctx = dict(device='*', mgmtdev='-', attribute='-')
-        return [model.DeviceConfig.from_attrs(dict(m['attrs']))
+        return [model.DeviceConfig.from_attrs(decode_attrs(*m))
                 for m in self._request(VDPA_CMD_DEV_CONFIG_GET, [], True,
                                        ctx)]
 
@@ -481,7 +520,7 @@ class VdpaClient:
         replies = list(self._request(VDPA_CMD_DEV_CONFIG_GET,
                                      [('VDPA_ATTR_DEV_NAME', name)], False,
                                      ctx))
-        return model.DeviceConfig.from_attrs(dict(replies[0]['attrs']))
+        return model.DeviceConfig.from_attrs(decode_attrs(*replies[0]))
 
     def get_vendor_stats(self, name: str,
                          queue_index: int) -> model.VendorQueueStats:
@@ -499,7 +538,8 @@ class VdpaClient:
             VDPA_CMD_DEV_VSTATS_GET,
             [('VDPA_ATTR_DEV_NAME', name),
              ('VDPA_ATTR_DEV_QUEUE_INDEX', queue_index)], False, ctx))
-        return model.VendorQueueStats.from_attrs(replies[0]['attrs'])
+        return model.VendorQueueStats.from_attrs(
+            decode_reply(*replies[0])['attrs'])
 
     def create_device(self, name: str, mgmtdev: str, mac: str | None = None,
                       mtu: int | None = None,

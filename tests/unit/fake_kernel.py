@@ -210,11 +210,18 @@ class FakeKernel(fixtures.Fixture):
 
     # ------------------------------------------------------------- netlink
     def handle(self, cmd, attrs, dump):
-        """Run one request; return reply attribute lists or raise."""
+        """Run one request; return reply attribute lists or raise.
+
+        A dump's replies are built one by one as the socket encodes them
+        (the kernel fills a dump message by message too), from the devices
+        there were when the request came: building every reply first made
+        the fake's own garbage, not the client, what a dump of thousands
+        cost.
+        """
         if cmd == netlink.VDPA_CMD_MGMTDEV_GET:
             if dump:
-                return [(netlink.VDPA_CMD_MGMTDEV_NEW, self._mgmt_attrs(m))
-                        for m in self.mgmtdevs]
+                return ((netlink.VDPA_CMD_MGMTDEV_NEW, self._mgmt_attrs(m))
+                        for m in list(self.mgmtdevs))
             return [(netlink.VDPA_CMD_MGMTDEV_NEW,
                      self._mgmt_attrs(self._find_mgmt(attrs)))]
         if cmd in (netlink.VDPA_CMD_DEV_GET,
@@ -224,7 +231,7 @@ class FakeKernel(fixtures.Fixture):
             fill = (self._dev_attrs if cmd == netlink.VDPA_CMD_DEV_GET
                     else self._config_attrs)
             if dump:
-                return [(tag, fill(d)) for d in self.devices.values()]
+                return ((tag, fill(d)) for d in list(self.devices.values()))
             return [(tag, fill(self._find_dev(attrs)))]
         if cmd == netlink.VDPA_CMD_DEV_NEW:
             self._need_admin()
@@ -545,9 +552,13 @@ class FakeVdpaSocket:
         wire.decode()
         dump = bool(msg_flags & 0x300)
         replies = self.kernel.handle(wire['cmd'], dict(wire['attrs']), dump)
-        # Decoded as the real socket decodes the kernel's replies.
-        return iter([netlink.decode_reply(self._encoded(cmd, attrs))
-                     for cmd, attrs in replies])
+        # Returned as the real socket returns the kernel's replies: on the
+        # wire, for the client to decode.
+        out = []
+        for cmd, attrs in replies:
+            data = self._encoded(cmd, attrs)
+            out.append((data, 0, len(data)))
+        return iter(out)
 
     def _encoded(self, cmd, attrs):
         """The reply on the wire, encoded once per distinct reply.

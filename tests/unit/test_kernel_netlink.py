@@ -404,6 +404,27 @@ class TestDecodeReply(base.TestCase):
         self.assertEqual(self.attrs, [a for a in ours['attrs']
                                       if a[0] != 'VDPA_ATTR_PAD'])
 
+    def test_attrs_by_name_as_the_pairs_give_them(self):
+        data = _wire(netlink.VDPA_CMD_DEV_VSTATS_GET, list(self.attrs))
+        self.assertEqual(dict(netlink.decode_reply(data)['attrs']),
+                         netlink.decode_attrs(data))
+        # A repeated attribute keeps its last value, as dict() of the pairs.
+        self.assertEqual(5, netlink.decode_attrs(data)[
+            'VDPA_ATTR_DEV_VENDOR_ATTR_VALUE'])
+
+    def test_short_values_and_unterminated_strings(self):
+        # An integer shorter than its format reads as None; a string
+        # without its NUL ends with the attribute.
+        body = struct.pack('=HHH', 6, 7, 3) + b'\0\0'  # MAX_VQS u32, 2 bytes
+        body += struct.pack('=HH', 7, 4) + b'abc' + b'\0'  # DEV_NAME, no NUL
+        body += struct.pack('=HH', 4, 10)  # MACADDR, empty
+        data = struct.pack('=IHHIIBBH', 20 + len(body), 0x1c, 0, 0, 0,
+                           netlink.VDPA_CMD_DEV_NEW, 1, 0) + body
+        self.assertEqual({'VDPA_ATTR_DEV_MAX_VQS': None,
+                          'VDPA_ATTR_DEV_NAME': 'abc',
+                          'VDPA_ATTR_DEV_NET_CFG_MACADDR': ''},
+                         netlink.decode_attrs(data))
+
     def test_unknown_attribute_skipped_and_message_bounds_kept(self):
         first = bytearray(_wire(netlink.VDPA_CMD_DEV_GET, [
             ('VDPA_ATTR_DEV_NAME', 'a'), ('VDPA_ATTR_DEV_ID', 1)]))
@@ -487,7 +508,7 @@ class TestVdpaSocketReplies(base.TestCase):
                                netlink.NLM_F_DUMP)
         self.assertEqual([[('VDPA_ATTR_DEV_NAME', 'a')],
                           [('VDPA_ATTR_DEV_NAME', 'b')]],
-                         [r['attrs'] for r in replies])
+                         [netlink.decode_reply(*r)['attrs'] for r in replies])
 
     def test_dump_that_fails_after_its_first_part_raises(self):
         sock = self.socket(self.dev('a', 1) + _done(1, -errno.EMSGSIZE))
@@ -501,7 +522,7 @@ class TestVdpaSocketReplies(base.TestCase):
         replies = self.request(sock, netlink.NLM_F_REQUEST |
                                netlink.NLM_F_ACK)
         self.assertEqual([[('VDPA_ATTR_DEV_NAME', 'a')]],
-                         [r['attrs'] for r in replies])
+                         [netlink.decode_reply(*r)['attrs'] for r in replies])
 
     def test_error_carries_the_extended_ack(self):
         sock = self.socket(_ack(1, -errno.EINVAL, 'MTU must be >= 68'))
