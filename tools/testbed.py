@@ -644,6 +644,30 @@ def vng_argv(info, rundir, guest, memory, cpus):
             f'--qemu-opts={qemu_opts}']
 
 
+#: folders virtme-ng's init covers with an empty tmpfs in a guest that
+#: shares the host's root: a checkout under one is invisible there
+GUEST_TMPFS = ('/var/log', '/var/tmp', '/var/cache', '/var/spool/rsyslog',
+               '/var/lib/portables', '/var/lib/machines', '/var/lib/private',
+               '/dev/shm')
+
+
+def check_visible(info, repo=REPO):
+    """Refuse a checkout the guest would not see (host's root only).
+
+    :raises: BedError naming the folder.
+    """
+    if info.get('root'):
+        return  # the checkout is mounted at ROOT_REPO
+    path = pathlib.PurePosixPath(os.path.realpath(repo))
+    for masked in GUEST_TMPFS:
+        if path == pathlib.PurePosixPath(masked) or \
+                pathlib.PurePosixPath(masked) in path.parents:
+            raise BedError(
+                f'the checkout {path} is under {masked}, which the bed\'s '
+                'guest covers with an empty tmpfs (virtme-ng), so the tests '
+                'could not be found there: clone the repository elsewhere')
+
+
 def guest_paths(info, rundir):
     """(checkout, run folder) as the guest sees them."""
     if info.get('root'):
@@ -662,6 +686,7 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2,
     otherwise.
     """
     info = prepare(userspace)
+    check_visible(info)
     # One folder per run, so that several beds may run side by side.
     RUN_DIR.mkdir(exist_ok=True)
     rundir = pathlib.Path(tempfile.mkdtemp(

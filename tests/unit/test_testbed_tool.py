@@ -58,6 +58,16 @@ class TestTestbedTool(base.TestCase):
         self.assertEqual(1, len(opts))
         return opts[0].split('=', 1)[1].split()
 
+    def test_checkout_under_a_guest_tmpfs_is_refused(self):
+        e = self.assertRaises(testbed.BedError, testbed.check_visible,
+                              {'kvm': False}, '/var/tmp/ci.x/nova-vdpa')
+        self.assertIn('/var/tmp', str(e))
+        self.assertIn('clone the repository elsewhere', str(e))
+        # seen at its own path, or mounted in a root of its own: fine
+        testbed.check_visible({'kvm': False}, '/tmp/ci.x/nova-vdpa')
+        testbed.check_visible({'kvm': False}, '/var/tmpx/nova-vdpa')
+        testbed.check_visible({'root': '/r'}, '/var/tmp/ci.x/nova-vdpa')
+
     def test_tcg_runs_every_vcpu_on_one_thread(self):
         info = {'vmlinuz': '/k/vmlinuz', 'kvm': False}
         argv = testbed.vng_argv(info, pathlib.Path('/r'), ['true'], '3G', 2)
