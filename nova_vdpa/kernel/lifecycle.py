@@ -31,7 +31,6 @@ import concurrent.futures
 import logging
 import queue
 import threading
-import time
 from typing import Any, Callable
 
 from nova_vdpa import exception
@@ -197,27 +196,6 @@ class _DeleteWorker:
         """Let the thread close its socket and end (a stuck one stays)."""
         self._jobs.put(None)
         self._thread.join(self.EXIT_WAIT)
-
-    def run(self, name: str, timeout: float, mgmtdev: str = '-',
-            deadline: float | None = None) -> None:
-        """Delete ``name``; give up after ``timeout`` s or at ``deadline``.
-
-        :param deadline: a ``time.monotonic()`` time to give up at, when
-            part of ``timeout`` was spent before.
-        """
-        wait = timeout if deadline is None else max(
-            deadline - time.monotonic(), 0.001)
-        future = self._submit(lambda c, n: c.delete_device(n), name)
-        try:
-            future.result(timeout=wait)
-        except concurrent.futures.TimeoutError:
-            # A request still queued behind a stuck one must not run later,
-            # when the name may belong to a new device.
-            future.cancel()
-            self.timed_out(timeout)
-            raise exception.VdpaDeleteTimeout(
-                device=name, mgmtdev=mgmtdev, attribute='VDPA_ATTR_DEV_NAME',
-                timeout=timeout)
 
 
 _workers: dict[Any, _DeleteWorker] = {}

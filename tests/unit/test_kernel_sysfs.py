@@ -532,7 +532,7 @@ class TestDeleteWorker(base.KernelTestCase):
 
         self.client.create_device('vd0', 'vdpasim_net')
         worker = lifecycle._DeleteWorker(factory)
-        worker.run('vd0', timeout=5)
+        worker._submit(lambda c, n: c.delete_device(n), 'vd0').result(5)
         self.assertEqual([], self.client.list_devices())
         [client] = made
         closed_in = []
