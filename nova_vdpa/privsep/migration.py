@@ -25,6 +25,8 @@ from nova_vdpa.kernel import vhost
 from nova_vdpa import privsep
 from nova_vdpa.privsep import vdpa
 
+_ACTION = 'read the vhost backend of'
+
 
 def read_backend(name: str) -> vhost.Backend:
     """The vhost backend of an unheld device of ours.
@@ -34,19 +36,16 @@ def read_backend(name: str) -> vhost.Backend:
         VdpaChardevNotFound, VdpaSysfsError (held, or not a vhost-vdpa
         node).
     """
-    vdpa.check_ours(name, None, 'read the vhost backend of')
+    vdpa.check_ours(name, None, _ACTION)
     try:
         return vhost.Backend(*_read_backend(name))
     except comm.PrivsepTimeout:
-        raise vdpa._timeout_error(name, '-', 'read the vhost backend of',
-                                  vdpa.CALL_TIMEOUT)
+        raise vdpa._timeout_error(name, '-', _ACTION, vdpa.CALL_TIMEOUT)
 
 
 @privsep.vdpa_pctxt.entrypoint_with_timeout(vdpa.CALL_TIMEOUT)
 def _read_backend(name: str) -> tuple[int, int, int]:
-    action = 'read the vhost backend of'
-    vdpa.check_ours(name, None, action)
-    vdpa.check_ours(name, vdpa._client().get_device(name).mgmtdev, action)
+    vdpa.check_ours_in_daemon(name, _ACTION)
     s = vdpa._sysfs_factory()
     backend = s.backend(s.chardev(name), name)
     return backend.features, backend.vq_groups, backend.address_spaces

@@ -101,7 +101,8 @@ def _group() -> cfg.ConfigOpts.GroupAttr:
         return getattr(_conf, vdpa_conf.vdpa_group.name)
 
 
-def check_ours(name: str, mgmtdev: str | None, action: str) -> None:
+def check_ours(name: str, mgmtdev: str | None, action: str,
+               narrowed_to: Sequence[str] = ()) -> None:
     """Refuse a device nova-vdpa may not touch (run on both sides).
 
     Ours means: a name :func:`is_ours` accepts, on a management device
@@ -110,6 +111,8 @@ def check_ours(name: str, mgmtdev: str | None, action: str) -> None:
     :param mgmtdev: the device's management device; None checks the name
         only (the caller does not know it, the daemon asks the kernel).
     :param action: what was refused, for the message.
+    :param narrowed_to: a caller's own ``management_devices``, which must
+        allow it too (empty: no narrowing).
     :raises: VdpaDeviceNotOurs
     """
     if not is_ours(name):
@@ -119,11 +122,26 @@ def check_ours(name: str, mgmtdev: str | None, action: str) -> None:
             % DEVICE_PREFIX)
     if mgmtdev is None:
         return
-    allowed = _group().management_devices
-    if allowed and mgmtdev not in allowed:
-        raise exception.VdpaDeviceNotOurs(
-            device=name, mgmtdev=mgmtdev, attribute=action,
-            reason='the management device is not in management_devices')
+    for allowed in (_group().management_devices, narrowed_to):
+        if allowed and mgmtdev not in allowed:
+            raise exception.VdpaDeviceNotOurs(
+                device=name, mgmtdev=mgmtdev, attribute=action,
+                reason='the management device is not in '
+                'management_devices')
+
+
+def check_ours_in_daemon(name: str, action: str) -> str:
+    """:func:`check_ours` with the management device the kernel reports.
+
+    For the daemon's side of a call whose caller knew only the name.
+
+    :returns: the device's management device.
+    :raises: VdpaDeviceNotOurs, and what a DEV_GET raises.
+    """
+    check_ours(name, None, action)
+    mgmtdev = _client().get_device(name).mgmtdev
+    check_ours(name, mgmtdev, action)
+    return mgmtdev
 
 
 def _timeout_error(name: str, mgmtdev: str, action: str,
@@ -227,8 +245,7 @@ def bind_device(name: str) -> str:
 
 @privsep.vdpa_pctxt.entrypoint_with_timeout(CALL_TIMEOUT)
 def _bind_device(name: str) -> str:
-    check_ours(name, None, 'bind')
-    check_ours(name, _client().get_device(name).mgmtdev, 'bind')
+    check_ours_in_daemon(name, 'bind')
     s = _sysfs_factory()
     s.bind(name, sysfs.VHOST_VDPA)
     return s.chardev(name)
@@ -265,11 +282,6 @@ def _delete_device(name: str, timeout: float,
     check_ours(name, None, 'delete')
 
     def check(device: model.VdpaDevice) -> None:
-        check_ours(name, device.mgmtdev, 'delete')
-        if management_devices and device.mgmtdev not in management_devices:
-            raise exception.VdpaDeviceNotOurs(
-                device=name, mgmtdev=device.mgmtdev, attribute='delete',
-                reason='the management device is not in '
-                'management_devices')
+        check_ours(name, device.mgmtdev, 'delete', management_devices)
     lifecycle.delete_device(_sysfs_factory(), name, timeout=timeout,
                             client_factory=_client_factory, check=check)
