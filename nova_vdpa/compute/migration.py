@@ -71,7 +71,10 @@ PROFILE_KEY = 'nova_vdpa_migration'
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """A destination device, as the source needs it (JSON-able fields)."""
+    """A destination device, as the source needs it (JSON-able fields).
+
+    The first five are :class:`~nova_vdpa.libvirt.designer.Device`'s.
+    """
 
     chardev: str
     max_queue_pairs: int
@@ -83,10 +86,10 @@ class Record:
     kind: str
 
     def device(self) -> designer.Device:
-        return designer.Device(
-            chardev=self.chardev, max_queue_pairs=self.max_queue_pairs,
-            max_vq_size=self.max_vq_size, features=self.features,
-            mtu=self.mtu)
+        """The designer's device: the fields of the same names."""
+        return designer.Device(**{f.name: getattr(self, f.name)
+                                  for f in dataclasses.fields(
+                                      designer.Device)})
 
     def host(self) -> designer.Host:
         return designer.Host(self.libvirt_version, self.qemu_version)
@@ -216,11 +219,7 @@ def _prepare_port(driver: ty.Any, instance: ty.Any, dest_vif: ty.Any,
         vif_driver.release(instance, vif_obj.id, vif_obj.dev_address)
         return None
     return Record(
-        chardev=allocation.chardev,
-        max_queue_pairs=allocation.config.max_vq_pairs or 1,
-        max_vq_size=allocation.device.max_vq_size,
-        features=allocation.config.device_features,
-        mtu=allocation.config.mtu,
+        **dataclasses.asdict(vif_driver.device_of(allocation)),
         libvirt_version=host.libvirt_version,
         qemu_version=host.qemu_version,
         kind=device_kind(allocation))
