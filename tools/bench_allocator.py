@@ -38,9 +38,21 @@
     escalates through oslo.privsep can cost;
   * 300 devices listed by ``Allocator.owned_devices`` and by our client,
     against ``vdpa -j dev show``.
+
+``breakdown`` (root in the test bed, as ``bed``)::
+
+    tools/testbed.py run -- .tox/functional/bin/python \\
+        tools/bench_allocator.py breakdown
+
+  Where an allocation and release spend their time: the allocator with
+  its privileged calls in-process, interleaved with the floor and the
+  floor in a privsep daemon, with every netlink request, sysfs step and
+  privileged call timed (median and mean per cycle).
 """
 
 import argparse
+import collections
+import functools
 import json
 import logging
 import os
@@ -59,8 +71,10 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 import bench_floor_privsep  # noqa: E402
 from nova_vdpa import allocator  # noqa: E402
+from nova_vdpa.kernel import lifecycle  # noqa: E402
 from nova_vdpa.kernel import netlink  # noqa: E402
 from nova_vdpa.kernel import sysfs  # noqa: E402
+import nova_vdpa.privsep.vdpa  # noqa: E402
 
 SIM = 'vdpasim_net'
 VF = '0000:00:05.1'
@@ -278,6 +292,74 @@ def bench_bed(args):
     print(json.dumps(result))
 
 
+def _timed(samples, owner, attr, key):
+    fn = getattr(owner, attr)
+
+    @functools.wraps(fn)
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            samples[key].append(time.perf_counter() - t0)
+    setattr(owner, attr, timed)
+
+
+#: what the breakdown times: (owner, attributes, label prefix)
+STEPS = (
+    (allocator.Allocator, ('allocate', 'release', '_read', '_read_device'),
+     'Allocator.'),
+    (nova_vdpa.privsep.vdpa, ('create_bound_device', 'delete_device'),
+     'privsep.vdpa.'),
+    (lifecycle, ('create_device', 'delete_device'), 'lifecycle.'),
+    (netlink.VdpaClient, ('create_device', 'delete_device', 'get_device',
+                          'get_config', 'get_management_device'),
+     'netlink '),
+    (sysfs.VdpaSysfs, ('bind', '_write', '_unbind', '_check_unambiguous',
+                       'chardev', 'driver', 'exists', 'check_not_in_use',
+                       'is_open'), 'sysfs '),
+)
+
+
+def bench_breakdown(args):
+    client = netlink.VdpaClient()
+    for d in client.list_devices():
+        client.delete_device(d.name)
+    sock = netlink.VdpaSocket()
+    sock.bind()
+    with tempfile.TemporaryDirectory() as tmp:
+        alloc = start_privsep(tmp)
+        in_process(alloc, str(uuid.uuid4()), 'fa:16:3e:00:00:01', 1500)
+        floor(sock, 'warm0', 'fa:16:3e:00:00:02', 1500)
+        floor_privsep('warm1', 'fa:16:3e:00:00:03', 1500)
+        samples = collections.defaultdict(list)
+        for owner, attrs, prefix in STEPS:
+            for attr in attrs:
+                _timed(samples, owner, attr, prefix + attr)
+        totals = collections.defaultdict(list)
+        for i, port in enumerate(port_ids(args.cycles, 10)):
+            mac = 'fa:16:3e:02:%02x:%02x' % (i // 256, i % 256)
+            order = [('in-process', in_process, (alloc, port, mac, 1450)),
+                     ('floor', floor, (sock, 'fl%d' % i, mac, 1450)),
+                     ('floor-daemon', floor_privsep, ('fd%d' % i, mac,
+                                                      1450))]
+            for key, fn, fargs in order[i % 3:] + order[:i % 3]:
+                t0 = time.perf_counter()
+                fn(*fargs)
+                totals[key].append(time.perf_counter() - t0)
+        alloc.close()
+    if client.list_devices():
+        raise SystemExit('devices left behind by a cycle')
+    print('%d cycles (ms per cycle: median of the totals; each step\'s '
+          'calls per cycle, median call, mean total)' % args.cycles)
+    for key, v in totals.items():
+        print('  %-36s %7.1f' % (key, median_ms(v)))
+    for key, v in samples.items():
+        print('  %-36s %4.1f x %6.2f = %6.2f' % (
+            key, len(v) / args.cycles, median_ms(v),
+            sum(v) * 1000 / args.cycles))
+
+
 def main():
     # The benchmark sets simulated_vfs on purpose: no test-only warning;
     # the daemon's stderr (eventlet's deprecation notice) neither.
@@ -294,6 +376,9 @@ def main():
     p.add_argument('--devices', type=int, default=300)
     p.add_argument('--listings', type=int, default=10)
     p.set_defaults(func=bench_bed)
+    p = sub.add_parser('breakdown')
+    p.add_argument('--cycles', type=int, default=30)
+    p.set_defaults(func=bench_breakdown)
     args = parser.parse_args()
     args.func(args)
 
