@@ -45,6 +45,7 @@ from unittest import mock
 import fixtures
 from lxml import etree
 from nova.tests.fixtures import libvirt as fakelibvirt
+from nova.tests.functional.api import client as api_client
 from nova.tests.functional.libvirt import test_pci_sriov_servers as upstream
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_utils.fixture import uuidsentinel as uuids
@@ -537,6 +538,29 @@ class LiveMigrationTest(_LifecycleBase):
         server = self._live_migrate(self.server,
                                     migration_expected_state='cancelled')
         self.assertRolledBack(server, guest_checked=True)
+
+    def test_live_migrate_without_multiple_port_bindings(self):
+        # Neutron without "binding-extended": Nova's conductor refuses to
+        # live-migrate a port with a PCI device before the destination is
+        # asked, so no device is made there and the source's stays.
+        self.useFixture(fixtures.MockPatch(
+            'nova.network.neutron.API.has_port_binding_extension',
+            return_value=False))
+        # Before 2.34 the API waits for the conductor's checks and answers
+        # their reason (later ones answer 202); a forced host skips the
+        # scheduler, which would turn the reason into "No valid host".
+        self.api.microversion = '2.30'
+        ex = self.assertRaises(
+            api_client.OpenStackApiException, self.api.post_server_action,
+            self.server['id'], {'os-migrateLive': {
+                'host': 'dest', 'block_migration': 'auto', 'force': True}})
+        self.assertEqual(400, ex.response.status_code)
+        self.assertIn('Neutron does not support required port binding '
+                      'extension', str(ex))
+        server = self._wait_for_state_change(self.server, 'ACTIVE')
+        self.assertRolledBack(server, guest_checked=True)
+        self.assertEqual([], self._events('dest', 'migrate'))
+        self.assertEqual({}, self._devices('dest'))
 
     def test_live_migrate_fails_at_destination(self):
         # pre_live_migration on the destination fails after plugging.
