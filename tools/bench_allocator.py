@@ -34,7 +34,7 @@
     paths that split the difference: the same allocator with the
     privileged calls run in-process (no daemon), and the floor itself run
     in a privsep daemon in the two calls nova-compute makes
-    (tools/bench_floor_privsep.py), the least any allocator that
+    (tools/bench_floor.py), the least any allocator that
     escalates through oslo.privsep can cost;
   * 300 devices listed by ``Allocator.owned_devices`` and by our client,
     against ``vdpa -j dev show``.
@@ -69,7 +69,7 @@ sys.path.insert(0, REPO)
 # oslo.privsep imports eventlet, which announces its deprecation.
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
-import bench_floor_privsep  # noqa: E402
+import bench_floor  # noqa: E402
 from nova_vdpa import allocator  # noqa: E402
 from nova_vdpa.kernel import lifecycle  # noqa: E402
 from nova_vdpa.kernel import netlink  # noqa: E402
@@ -135,31 +135,10 @@ def bench_lookup(args):
 
 
 # ------------------------------------------------------------- in the bed
-def _msg(cmd, attrs):
-    m = netlink.vdpamsg()
-    m['cmd'] = cmd
-    m['version'] = 1
-    m['attrs'] = attrs
-    return m
-
-
 def floor(sock, name, mac, mtu):
     """The kernel's part: create with MAC/MTU, bind, delete. No checks."""
-    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_ACK
-    tuple(sock.nlm_request(_msg(netlink.VDPA_CMD_DEV_NEW, [
-        ('VDPA_ATTR_DEV_NAME', name),
-        ('VDPA_ATTR_MGMTDEV_DEV_NAME', SIM),
-        ('VDPA_ATTR_DEV_NET_CFG_MACADDR', mac),
-        ('VDPA_ATTR_DEV_NET_CFG_MTU', mtu)]), sock.prid, flags))
-    dev = '%s/devices/%s/' % (BUS, name)
-    for path, value in ((dev + 'driver_override', 'vhost_vdpa'),
-                        (dev + 'driver/unbind', name),
-                        (BUS + '/drivers_probe', name)):
-        fd = os.open(path, os.O_WRONLY)
-        os.write(fd, value.encode())
-        os.close(fd)
-    tuple(sock.nlm_request(_msg(netlink.VDPA_CMD_DEV_DEL, [
-        ('VDPA_ATTR_DEV_NAME', name)]), sock.prid, flags))
+    bench_floor.create_and_bind_with(sock, name, SIM, mac, mtu)
+    bench_floor.delete_with(sock, name)
 
 
 def nova_compute(alloc, port, mac, mtu):
@@ -187,8 +166,8 @@ def in_process(alloc, port, mac, mtu):
 
 def floor_privsep(name, mac, mtu):
     """The floor in a privsep daemon: one call to create, one to delete."""
-    bench_floor_privsep.create_and_bind(name, SIM, mac, mtu)
-    bench_floor_privsep.delete(name)
+    bench_floor.create_and_bind(name, SIM, mac, mtu)
+    bench_floor.delete(name)
 
 
 def start_privsep(tmp):
@@ -208,7 +187,7 @@ def start_privsep(tmp):
     conf(args=[], default_config_files=[path], default_config_dirs=[])
     helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
     for ctx in (nova_vdpa.privsep.vdpa_pctxt,
-                bench_floor_privsep.floor_pctxt):
+                bench_floor.floor_pctxt):
         cfg.CONF.set_override(
             'helper_command', 'env PYTHONPATH=%s:%s %s --config-file %s'
             % (REPO, os.path.join(REPO, 'tools'), helper, path),
@@ -218,18 +197,29 @@ def start_privsep(tmp):
     return allocator.Allocator.from_conf(conf, read_timeout=300)
 
 
-def bench_bed(args):
+def clean_bed():
+    """Delete every vDPA device; a client, and a socket for the floor."""
     client = netlink.VdpaClient()
     for d in client.list_devices():
         client.delete_device(d.name)
     sock = netlink.VdpaSocket()
     sock.bind()
+    return client, sock
+
+
+def warm_up(alloc, sock):
+    """Run each path once (imports, daemons' start, reader thread)."""
+    nova_compute(alloc, str(uuid.uuid4()), 'fa:16:3e:00:00:01', 1500)
+    in_process(alloc, str(uuid.uuid4()), 'fa:16:3e:00:00:01', 1500)
+    floor(sock, 'warm0', 'fa:16:3e:00:00:02', 1500)
+    floor_privsep('warm1', 'fa:16:3e:00:00:03', 1500)
+
+
+def bench_bed(args):
+    client, sock = clean_bed()
     with tempfile.TemporaryDirectory() as tmp:
         alloc = start_privsep(tmp)
-        # Warm up both paths (imports, daemon start, reader thread).
-        nova_compute(alloc, str(uuid.uuid4()), 'fa:16:3e:00:00:01', 1500)
-        floor(sock, 'warm0', 'fa:16:3e:00:00:02', 1500)
-        floor_privsep('warm1', 'fa:16:3e:00:00:03', 1500)
+        warm_up(alloc, sock)
         times = {'allocator': [], 'in-process': [], 'floor': [],
                  'floor-daemon': []}
         ports = port_ids(args.cycles, 7)
@@ -322,16 +312,10 @@ STEPS = (
 
 
 def bench_breakdown(args):
-    client = netlink.VdpaClient()
-    for d in client.list_devices():
-        client.delete_device(d.name)
-    sock = netlink.VdpaSocket()
-    sock.bind()
+    client, sock = clean_bed()
     with tempfile.TemporaryDirectory() as tmp:
         alloc = start_privsep(tmp)
-        in_process(alloc, str(uuid.uuid4()), 'fa:16:3e:00:00:01', 1500)
-        floor(sock, 'warm0', 'fa:16:3e:00:00:02', 1500)
-        floor_privsep('warm1', 'fa:16:3e:00:00:03', 1500)
+        warm_up(alloc, sock)
         samples = collections.defaultdict(list)
         for owner, attrs, prefix in STEPS:
             for attr in attrs:

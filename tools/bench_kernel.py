@@ -42,6 +42,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+import bench_floor  # noqa: E402
 from nova_vdpa.kernel import lifecycle  # noqa: E402
 from nova_vdpa.kernel import netlink  # noqa: E402
 from nova_vdpa.kernel import sysfs  # noqa: E402
@@ -66,28 +67,9 @@ def recipe(name):
     subprocess.run(['vdpa', 'dev', 'del', name], check=True)
 
 
-def _msg(cmd, attrs):
-    m = netlink.vdpamsg()
-    m['cmd'] = cmd
-    m['version'] = 1
-    m['attrs'] = attrs
-    return m
-
-
 def floor(sock, name):
-    flags = netlink.NLM_F_REQUEST | netlink.NLM_F_ACK
-    tuple(sock.nlm_request(_msg(netlink.VDPA_CMD_DEV_NEW, [
-        ('VDPA_ATTR_DEV_NAME', name),
-        ('VDPA_ATTR_MGMTDEV_DEV_NAME', SIM)]), sock.prid, flags))
-    dev = '%s/devices/%s/' % (BUS, name)
-    for path, value in ((dev + 'driver_override', 'vhost_vdpa'),
-                        (dev + 'driver/unbind', name),
-                        (BUS + '/drivers_probe', name)):
-        fd = os.open(path, os.O_WRONLY)
-        os.write(fd, value.encode())
-        os.close(fd)
-    tuple(sock.nlm_request(_msg(netlink.VDPA_CMD_DEV_DEL, [
-        ('VDPA_ATTR_DEV_NAME', name)]), sock.prid, flags))
+    bench_floor.create_and_bind_with(sock, name, SIM)
+    bench_floor.delete_with(sock, name)
 
 
 def timed(fn, *args):
