@@ -6,7 +6,8 @@
 # server has), gives it the APT sources Debian's installer writes (the main
 # suite, bookworm-updates and bookworm-security: the bed's 6.12 kernel comes
 # from the last), copies in this host's resolv.conf and CA certificates so
-# that it reaches what the host reaches, bind-mounts /dev, /proc and /sys,
+# that it reaches what the host reaches, bind-mounts the root on itself (a
+# mount point, as / is on a booted machine) and /dev, /proc and /sys in it,
 # clones the committed HEAD of this checkout into /root/nova-vdpa and runs
 # each `$ ` line of the README's first console block there, as root, with a
 # login's minimal environment. Prints each command's status and time; the
@@ -101,6 +102,11 @@ chroot "$root" update-ca-certificates >/dev/null 2>&1
 printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
 chmod +x "$root/usr/sbin/policy-rc.d"
 
+# The root a mount point of its own, as / is on a booted machine: the bed
+# runs `unshare --mount`, which makes / private and fails (EINVAL) on a
+# chroot's plain directory.
+mount --bind "$root" "$root"
+mounted+=("$root")
 for fs in dev proc sys; do
     mount --rbind "/$fs" "$root/$fs"
     mount --make-rslave "$root/$fs"
