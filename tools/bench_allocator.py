@@ -78,7 +78,6 @@ import nova_vdpa.privsep.vdpa  # noqa: E402
 
 SIM = 'vdpasim_net'
 VF = '0000:00:05.1'
-BUS = '/sys/bus/vdpa'
 
 
 def port_ids(n, seed):
