@@ -192,8 +192,8 @@ def _prepare_port(driver: ty.Any, instance: ty.Any, dest_vif: ty.Any,
                   made: list[tuple[str, str | None]]) -> Record | None:
     vif_driver = driver.vif_driver
     vif_obj = vif_driver._vdpa_vif(dest_vif)
-    if vif_obj is None or not ('dev_address' in vif_obj
-                               and vif_obj.dev_address):
+    vf = vif_driver.vf_address(vif_obj) if vif_obj is not None else None
+    if vf is None:
         return None
     image_meta = objects.ImageMeta.from_instance(instance)
     with errors.translated(instance, vif_obj.id):
@@ -204,7 +204,7 @@ def _prepare_port(driver: ty.Any, instance: ty.Any, dest_vif: ty.Any,
                  'this host is an operator\'s', vif_obj.id, allocation.name,
                  instance=instance)
         return None
-    made.append((vif_obj.id, vif_obj.dev_address))
+    made.append((vif_obj.id, vf))
     try:
         backend = driver.vdpa_allocator.vhost_backend(allocation)
         blocker = backend.migration_blocker(allocation.config.device_features)
@@ -215,8 +215,8 @@ def _prepare_port(driver: ty.Any, instance: ty.Any, dest_vif: ty.Any,
                  '%(dev)s cannot migrate live: %(why)s',
                  {'port': vif_obj.id, 'dev': allocation.name,
                   'why': blocker}, instance=instance)
-        made.remove((vif_obj.id, vif_obj.dev_address))
-        vif_driver.release(instance, vif_obj.id, vif_obj.dev_address)
+        made.remove((vif_obj.id, vf))
+        vif_driver.release(instance, vif_obj.id, vf)
         return None
     return Record(
         **dataclasses.asdict(vif_driver.device_of(allocation)),
@@ -260,8 +260,8 @@ def _source_blocker(driver: ty.Any, migrate_vif: ty.Any, record: Record,
         return ('QEMU %s on the destination cannot migrate it'
                 % designer.version_str(record.qemu_version))
     vif_obj = driver.vif_driver._vdpa_vif(migrate_vif.source_vif)
-    vf = (vif_obj.dev_address if vif_obj is not None
-          and 'dev_address' in vif_obj else None)
+    vf = (driver.vif_driver.vf_address(vif_obj) if vif_obj is not None
+          else None)
     try:
         found = driver.vdpa_allocator.lookup(migrate_vif.port_id, vf)
     except exception.NovaVdpaException as e:

@@ -61,7 +61,7 @@ def _vdpa_vifs(vif_driver: ty.Any, instance: ty.Any) -> list[ty.Any]:
         vif_obj = vif_driver._vdpa_vif(vif)
         if vif_obj is None:
             continue
-        if 'dev_address' not in vif_obj or not vif_obj.dev_address:
+        if not vif_driver.vf_address(vif_obj):
             LOG.warning('vdpa port %s has no VF (binding profile pci_slot): '
                         'no device is made for it.', vif_obj.id,
                         instance=instance)

@@ -170,6 +170,16 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
             return None
         return vif_obj
 
+    @staticmethod
+    def vf_address(vif_obj: ty.Any) -> str | None:
+        """The VF Nova claimed for a vdpa port, or None if it has none.
+
+        The os-vif VIF's ``dev_address``: the binding profile's
+        ``pci_slot``.
+        """
+        return (vif_obj.dev_address or None) if 'dev_address' in vif_obj \
+            else None
+
     def get_config(self, instance, vif, image_meta, flavor, virt_type):
         vif_obj = self._vdpa_vif(vif)
         if vif_obj is None:
@@ -187,9 +197,8 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
                     vif_obj, record.device(), record.host(), image_meta,
                     flavor))
         with errors.translated(instance, vif_obj.id):
-            vf = vif_obj.dev_address if 'dev_address' in vif_obj else ''
-            if self._checked(vf):
-                checks.check_vf_ready(vf)
+            if self._checked(self.vf_address(vif_obj)):
+                checks.check_vf_ready(vif_obj.dev_address)
             allocation = self.releases.allocate(
                 self._request(vif_obj, image_meta, flavor))
             conf = self._interface_config(allocation, vif_obj, image_meta,
@@ -252,8 +261,7 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
     def plug(self, instance, vif):
         super().plug(instance, vif)
         vif_obj = self._vdpa_vif(vif)
-        if vif_obj is None or not self._checked(
-                vif_obj.dev_address if 'dev_address' in vif_obj else None):
+        if vif_obj is None or not self._checked(self.vf_address(vif_obj)):
             return
         try:
             self._verify_plugged(instance, vif_obj)
@@ -300,9 +308,7 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
             LOG.debug('vDPA device of port %s kept: the interface is '
                       'detached for a while', vif_obj.id, instance=instance)
         elif vif_obj is not None:
-            self.release(instance, vif_obj.id,
-                         vif_obj.dev_address
-                         if 'dev_address' in vif_obj else None)
+            self.release(instance, vif_obj.id, self.vf_address(vif_obj))
 
     def release(self, instance: ty.Any, port_id: str,
                 vf_address: str | None) -> None:
