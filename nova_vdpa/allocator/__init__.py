@@ -168,22 +168,29 @@ class PortRequest:
 class Allocation:
     """A port's device as the kernel has it now.
 
-    :ivar name: the vDPA device's name.
-    :ivar mgmtdev: its management device handle.
     :ivar chardev: its ``/dev/vhost-vdpa-N`` node.
     :ivar owned: False for an operator's device, adopted as it is (never
         modified or deleted by nova-vdpa).
-    :ivar device: what ``vdpa dev show`` reports (``max_vq_size``...).
+    :ivar device: what ``vdpa dev show`` reports (its name, management
+        device, ``max_vq_size``...).
     :ivar config: its virtio-net config (``mac``, ``mtu``,
         ``max_vq_pairs``, features).
     """
 
-    name: str
-    mgmtdev: str
     chardev: str
     owned: bool
     device: model.VdpaDevice
     config: model.DeviceConfig
+
+    @property
+    def name(self) -> str:
+        """The vDPA device's name."""
+        return self.device.name
+
+    @property
+    def mgmtdev(self) -> str:
+        """Its management device handle."""
+        return self.device.mgmtdev
 
 
 @dataclasses.dataclass
@@ -378,10 +385,8 @@ class Allocator:
                 raise exception.VdpaAdoptedDeviceNotBound(
                     port_id=port_id, vf_address=vf_address, device=name,
                     driver=driver or 'no driver')
-        return Allocation(name=name, mgmtdev=device.mgmtdev,
-                          chardev=chardev or self._sysfs.chardev(name),
-                          owned=owned,
-                          device=device, config=config)
+        return Allocation(chardev=chardev or self._sysfs.chardev(name),
+                          owned=owned, device=device, config=config)
 
     def lookup(self, port_id: str, vf_address: str) -> Allocation | None:
         """The port's device now, ours or adopted; None if it has none.
@@ -487,8 +492,7 @@ class Allocator:
             out.append(('queue pairs', config.max_vq_pairs, queue_pairs))
         return out
 
-    def _create(self, port_id: str, vf: str, name: str, mgmtdev: str,
-                request: PortRequest,
+    def _create(self, name: str, mgmtdev: str, request: PortRequest,
                 queue_pairs: int | None) -> Allocation:
         """Create and bind the port's device; read back in the same call."""
         mac = request.mac.lower()
@@ -504,8 +508,7 @@ class Allocator:
                      name)
             made = nova_vdpa.privsep.vdpa.create_bound_device(
                 name, mgmtdev, mac=mac, mtu=request.mtu)
-        return Allocation(name=name, mgmtdev=made.device.mgmtdev,
-                          chardev=made.chardev, owned=True,
+        return Allocation(chardev=made.chardev, owned=True,
                           device=made.device, config=made.config)
 
     def allocate(self, request: PortRequest) -> Allocation:
@@ -550,8 +553,7 @@ class Allocator:
                 if not stale:
                     return self._bound(port_id, vf, name, *current)
                 self._recreate_stale(port_id, vf, name, stale)
-            return self._create(port_id, vf, name, mgmtdev, request,
-                                queue_pairs)
+            return self._create(name, mgmtdev, request, queue_pairs)
 
     def _recreate_stale(self, port_id: str, vf: str, name: str,
                         stale: list[tuple[str, Any, Any]]) -> None:
@@ -578,8 +580,7 @@ class Allocator:
         resets its status and negotiated features.
         """
         if self._sysfs.driver(name) == sysfs_mod.VHOST_VDPA:
-            return Allocation(name=name, mgmtdev=device.mgmtdev,
-                              chardev=self._sysfs.chardev(name), owned=True,
+            return Allocation(chardev=self._sysfs.chardev(name), owned=True,
                               device=device, config=config)
         chardev = nova_vdpa.privsep.vdpa.bind_device(name)
         found = self._allocation(port_id, vf, name, owned=True,

@@ -130,18 +130,15 @@ def check_ours(name: str, mgmtdev: str | None, action: str,
                 'management_devices')
 
 
-def check_ours_in_daemon(name: str, action: str) -> str:
+def check_ours_in_daemon(name: str, action: str) -> None:
     """:func:`check_ours` with the management device the kernel reports.
 
     For the daemon's side of a call whose caller knew only the name.
 
-    :returns: the device's management device.
     :raises: VdpaDeviceNotOurs, and what a DEV_GET raises.
     """
     check_ours(name, None, action)
-    mgmtdev = _client().get_device(name).mgmtdev
-    check_ours(name, mgmtdev, action)
-    return mgmtdev
+    check_ours(name, _client().get_device(name).mgmtdev, action)
 
 
 def _timeout_error(name: str, mgmtdev: str, action: str,
