@@ -660,8 +660,7 @@ def check_visible(info, repo=REPO):
         return  # the checkout is mounted at ROOT_REPO
     path = pathlib.PurePosixPath(os.path.realpath(repo))
     for masked in GUEST_TMPFS:
-        if path == pathlib.PurePosixPath(masked) or \
-                pathlib.PurePosixPath(masked) in path.parents:
+        if path.is_relative_to(masked):
             raise BedError(
                 f'the checkout {path} is under {masked}, which the bed\'s '
                 'guest covers with an empty tmpfs (virtme-ng), so the tests '

@@ -13,7 +13,8 @@
 """A device's vhost backend (live-migration support), on the fake tree.
 
 The real kernel's answers are checked in
-tests/functional/test_kernel_vhost.py.
+tests/functional/test_kernel_client.py
+(``TestVhostBackend``).
 """
 
 import errno
@@ -23,6 +24,7 @@ from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import vhost
 from nova_vdpa.privsep import migration as priv_migration
+from nova_vdpa.privsep import vdpa as priv_vdpa
 from tests.unit import base
 
 CTRL_VQ = 1 << vhost.VIRTIO_NET_F_CTRL_VQ
@@ -98,7 +100,7 @@ class TestPrivileged(base.KernelTestCase):
         base.privsep_in_process(self, self.kernel)
 
     def test_read_ours(self):
-        name = 'nvdpa-' + '1' * 8 + '-1111-1111-1111-' + '1' * 12
+        name = priv_vdpa.device_name('11111111-1111-1111-1111-111111111111')
         self._create(name)
         self.assertEqual(vhost.Backend(0x17e, 2, 2),
                          priv_migration.read_backend(name))
@@ -115,12 +117,12 @@ class TestPrivileged(base.KernelTestCase):
     def test_refuses_a_management_device_not_allowed(self):
         base.privsep_in_process(self, self.kernel,
                                 management_devices=['pci/0000:06:00.2'])
-        name = 'nvdpa-' + '2' * 8 + '-2222-2222-2222-' + '2' * 12
+        name = priv_vdpa.device_name('22222222-2222-2222-2222-222222222222')
         self._create(name)
         self.assertRaises(exception.VdpaDeviceNotOurs,
                           priv_migration.read_backend, name)
 
     def test_missing_device(self):
-        name = 'nvdpa-' + '3' * 8 + '-3333-3333-3333-' + '3' * 12
+        name = priv_vdpa.device_name('33333333-3333-3333-3333-333333333333')
         self.assertRaises(exception.VdpaDeviceNotFound,
                           priv_migration.read_backend, name)
