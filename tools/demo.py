@@ -181,11 +181,7 @@ def walk(tmp):
         for mac, x in ((MAC_A, a), (MAC_B, b)):
             iface = designer.get_vdpa_interface_config(
                 designer.Port(mac=mac, mtu=NETWORK_MTU),
-                designer.Device(chardev=x.chardev,
-                                max_queue_pairs=x.config.max_vq_pairs or 1,
-                                max_vq_size=x.device.max_vq_size,
-                                features=x.config.device_features,
-                                mtu=x.config.mtu),
+                designer.device_of(x),
                 host, flavor=flavor, rx_queue_size=256, tx_queue_size=256)
             print(iface.to_xml().strip())
             interfaces.append(iface)

@@ -219,7 +219,7 @@ def _prepare_port(driver: ty.Any, instance: ty.Any, dest_vif: ty.Any,
         vif_driver.release(instance, vif_obj.id, vf)
         return None
     return Record(
-        **dataclasses.asdict(vif_driver.device_of(allocation)),
+        **dataclasses.asdict(designer.device_of(allocation)),
         libvirt_version=host.libvirt_version,
         qemu_version=host.qemu_version,
         kind=device_kind(allocation))

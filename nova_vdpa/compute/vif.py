@@ -228,19 +228,9 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         image_meta: ty.Any, flavor: ty.Any,
     ) -> vconfig.LibvirtConfigGuestInterface:
         """The interface of this host's device for the port."""
-        return self._designed(vif_obj, self.device_of(allocation),
+        return self._designed(vif_obj, designer.device_of(allocation),
                               migration.host_of(self.host.get_connection()),
                               image_meta, flavor)
-
-    @staticmethod
-    def device_of(allocation: vdpa_allocator.Allocation) -> designer.Device:
-        """What the designer needs of an allocated device."""
-        return designer.Device(
-            chardev=allocation.chardev,
-            max_queue_pairs=allocation.config.max_vq_pairs or 1,
-            max_vq_size=allocation.device.max_vq_size,
-            features=allocation.config.device_features,
-            mtu=allocation.config.mtu)
 
     @staticmethod
     def _designed(vif_obj: ty.Any, device: designer.Device,

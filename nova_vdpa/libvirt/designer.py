@@ -113,6 +113,7 @@ import nova.virt.hardware as hardware
 import nova.virt.osinfo as osinfo
 from oslo_log import log as logging
 
+from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa import exception
 from nova_vdpa.kernel import validate
 from nova_vdpa.libvirt import config
@@ -235,6 +236,15 @@ class Device:
                    optional=True)
         _check_int('device.mtu', self.mtu, validate.MTU_MIN,
                    validate.MTU_MAX, optional=True)
+
+
+def device_of(allocation: vdpa_allocator.Allocation) -> Device:
+    """What the designer needs of an allocated device, from the kernel."""
+    return Device(chardev=allocation.chardev,
+                  max_queue_pairs=allocation.config.max_vq_pairs or 1,
+                  max_vq_size=allocation.device.max_vq_size,
+                  features=allocation.config.device_features,
+                  mtu=allocation.config.mtu)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,11 +63,7 @@ class TestGuest(allocator_base.AllocatorBedTestCase):
             mtu=1500, queue_pairs=2))
         iface = designer.get_vdpa_interface_config(
             designer.Port(mac=MAC, mtu=1500),
-            designer.Device(chardev=a.chardev,
-                            max_queue_pairs=a.config.max_vq_pairs or 1,
-                            max_vq_size=a.device.max_vq_size,
-                            features=a.config.device_features,
-                            mtu=a.config.mtu),
+            designer.device_of(a),
             designer.Host(libvirt_version=conn.getLibVersion(),
                           qemu_version=conn.getVersion()),
             flavor=objects.Flavor(

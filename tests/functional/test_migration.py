@@ -220,11 +220,7 @@ class TestLiveMigration(allocator_base.AllocatorBedTestCase):
     def start_source(self, a):
         iface = designer.get_vdpa_interface_config(
             designer.Port(mac=MAC, mtu=1500),
-            designer.Device(chardev=a.chardev,
-                            max_queue_pairs=a.config.max_vq_pairs or 1,
-                            max_vq_size=a.device.max_vq_size,
-                            features=a.config.device_features,
-                            mtu=a.config.mtu),
+            designer.device_of(a),
             self.host, flavor=objects.Flavor(name='m1.mig', vcpus=1,
                                              extra_specs={}))
         # Persistent on the source: its completed job's statistics stay

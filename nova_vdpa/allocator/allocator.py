@@ -1,0 +1,599 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The Allocator: one vDPA device per vdpa port, read back from the kernel.
+
+This room decides which management device serves a port's VF, names the
+port's device, creates, adopts, looks up and releases it. It imports
+nothing of Nova, so the same code runs under nova-compute and in the test
+bed; privileged work goes through :mod:`nova_vdpa.privsep.vdpa` only.
+
+Decisions, and what the kernel does that they rest on:
+
+* **Names.** A port's device is ``nvdpa-<Neutron port UUID>`` (42
+  characters, inside the 63 :mod:`nova_vdpa.kernel.validate` allows). The
+  kernel itself is the record of what is allocated: there is no state
+  file, and a restarted nova-compute finds its devices by name.
+* **Management device.** A VF's devices are made on ``pci/<VF address>``
+  (mlx5 registers one management device per VF and takes one device on
+  it, answering ENOSPC to a second). The test-only ``simulated_vfs``
+  option maps VF addresses to a simulator such as ``vdpasim_net``.
+* **Adoption.** A VF that carries a device without our prefix (made by an
+  operator for upstream Nova) is used as it is and never modified or
+  deleted. For a real VF, "the VF's device" is a vdpa device whose sysfs
+  parent is the VF's PCI device (``/sys/bus/pci/devices/<VF>/<device>``),
+  found without listing every device; for a simulated VF it is the device
+  its ``simulated_vfs`` entry names after ``@``. An adopted device must
+  already be bound to vhost_vdpa: nova-vdpa does not rebind it.
+* **Idempotence.** Allocating again returns the same device; a device of
+  ours with another MAC, MTU, queue-pair count or management device and
+  no holder is deleted and made again; with a holder the caller gets
+  :class:`~nova_vdpa.exception.VdpaStaleDeviceInUse`. Releasing a device
+  that is gone is a success.
+* **Queue pairs.** What the caller asks for, capped by the management
+  device's ``max_supported_vqs`` ((vqs - 1) // 2 pairs: one queue is the
+  control queue). A management device that does not offer F_MQ gets no
+  ``max_vqp`` attribute (vdpasim_net answers EOPNOTSUPP to it), and one
+  that still refuses it is asked again without it; both are logged.
+* **Deadlines.** A deletion that waits for a holder keeps the kernel's
+  vdpa lock, and every vdpa netlink request waits behind it in
+  uninterruptible sleep. Every kernel read here therefore runs on one
+  reader thread with a deadline; while a read is stuck, later calls fail
+  at once with :class:`~nova_vdpa.exception.VdpaKernelTimeout` instead of
+  queueing behind it, and nothing privileged is attempted. What the
+  daemon reads itself is not read again here: a creation returns the new
+  device as the kernel reports it, and a release leaves the lookup to the
+  daemon's deletion job, which has the deletion's deadline and fails at
+  once while an earlier deletion is stuck. This needs
+  native threads (nova-compute's threading mode): under eventlet a request
+  asleep in the kernel stops every green thread. Seen on 6.12: the kernel
+  unlinks a device from ``/sys/bus/vdpa/devices`` before the removal
+  waits, so a device whose deletion is stuck already looks gone.
+* **Reconciliation.** The kernel, the instances and their ports are the
+  record: at start-up :meth:`Allocator.reconcile` allocates every
+  expected port (which repairs what a crash left half done: a device not
+  bound yet, an override written but not probed, a stale device) and
+  deletes every device of ours that no expected port names and no process
+  holds. A kernel deletion is one netlink request: it happened or not.
+* **Serialisation.** Allocation is serialised per VF and per port, release
+  per port (oslo.concurrency in-process locks, taken VF then port).
+"""
+import atexit
+import dataclasses
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from oslo_concurrency import lockutils
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_vdpa.allocator.ports import Allocation
+from nova_vdpa.allocator.ports import device_name
+from nova_vdpa.allocator.ports import DEVICE_PREFIX
+from nova_vdpa.allocator.ports import is_ours
+from nova_vdpa.allocator.ports import parse_simulated_vfs
+from nova_vdpa.allocator.ports import PortRequest
+from nova_vdpa.allocator.ports import ReconcileResult
+from nova_vdpa.allocator import reader as reader_mod
+from nova_vdpa import conf as vdpa_conf
+from nova_vdpa import exception
+from nova_vdpa.kernel import model
+from nova_vdpa.kernel import netlink
+from nova_vdpa.kernel import sysfs as sysfs_mod
+from nova_vdpa.kernel import validate
+from nova_vdpa.kernel import vhost
+from nova_vdpa.privsep import migration as priv_migration
+import nova_vdpa.privsep.vdpa
+
+LOG = logging.getLogger(__name__)
+
+#: seconds a kernel read may take before the caller gets an error
+DEFAULT_READ_TIMEOUT = 10.0
+
+_PCI_ADDRESS_RE = re.compile(
+    r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$')
+
+ClientFactory = Callable[[], netlink.VdpaClient]
+
+
+@dataclasses.dataclass(frozen=True)
+class _SimulatedVf:
+    mgmtdev: str
+    #: the operator's device adopted for this VF, if any
+    device: str | None
+
+
+class Allocator:
+    """Creates, adopts, looks up and releases the devices of vdpa ports.
+
+    :param management_devices: handles that may be used; empty allows every
+        management device (``[nova_vdpa] management_devices``). The
+        privsep daemon enforces its own copy of the option.
+    :param simulated_vfs: TEST ONLY (``[nova_vdpa] simulated_vfs``): VF
+        address -> ``<mgmtdev>`` or ``<mgmtdev>@<operator's device>``.
+    :param delete_timeout: seconds a deletion may wait for the kernel.
+    :param read_timeout: seconds a kernel read may take.
+    :param client_factory: builds the reader thread's netlink client.
+    :param sysfs: sysfs access (tests pass a fake kernel's).
+    :raises: VdpaInvalidArgument for a malformed option value.
+    """
+
+    def __init__(self, management_devices: Sequence[str] = (),
+                 simulated_vfs: Mapping[str, str] | None = None,
+                 delete_timeout: float = vdpa_conf.DEFAULT_DELETE_TIMEOUT,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT,
+                 client_factory: ClientFactory = netlink.VdpaClient,
+                 sysfs: sysfs_mod.VdpaSysfs | None = None) -> None:
+        for handle in management_devices:
+            validate.mgmtdev_handle(handle)
+        validate.timeout(delete_timeout)
+        if isinstance(read_timeout, bool) or \
+                not isinstance(read_timeout, (int, float)) or \
+                read_timeout <= 0:
+            raise exception.VdpaInvalidArgument(
+                device='-', mgmtdev='-', attribute='read_timeout',
+                reason='%r is not a positive number of seconds'
+                % (read_timeout,))
+        self._allowed = frozenset(management_devices)
+        self._simulated: dict[str, _SimulatedVf] = {}
+        for vf, target in (simulated_vfs or {}).items():
+            if not _PCI_ADDRESS_RE.match(vf):
+                raise exception.VdpaInvalidArgument(
+                    device='-', mgmtdev=target, attribute='simulated_vfs',
+                    reason='%r is not a PCI address' % vf)
+            mgmtdev, _, device = target.partition('@')
+            validate.mgmtdev_handle(mgmtdev)
+            if device:
+                validate.device_name(device)
+            self._simulated[vf] = _SimulatedVf(mgmtdev, device or None)
+        if self._simulated:
+            LOG.warning('simulated_vfs is set: VFs %s are served by %s. '
+                        'This option exists for tests only.',
+                        ', '.join(sorted(self._simulated)),
+                        ', '.join(sorted({s.mgmtdev for s in
+                                          self._simulated.values()})))
+        self._delete_timeout = delete_timeout
+        self._sysfs = sysfs or sysfs_mod.VdpaSysfs()
+        self._reader = reader_mod.Reader(client_factory, read_timeout)
+        atexit.register(self.close)
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts, **kwargs: Any) -> 'Allocator':
+        """An allocator configured by nova-vdpa's option group of ``conf``.
+
+        :param kwargs: further :class:`Allocator` arguments.
+        """
+        vdpa_conf.register_opts(conf)
+        group = getattr(conf, vdpa_conf.vdpa_group.name)
+        return cls(management_devices=group.management_devices,
+                   simulated_vfs=parse_simulated_vfs(group.simulated_vfs),
+                   **kwargs)
+
+    def close(self) -> None:
+        """Stop the reader thread and close its netlink socket."""
+        atexit.unregister(self.close)
+        self._reader.close()
+
+    # ------------------------------------------------------------ checks
+    @staticmethod
+    def _check_vf(port_id: str, vf_address: str) -> None:
+        if not isinstance(vf_address, str) or \
+                not _PCI_ADDRESS_RE.match(vf_address):
+            raise exception.VdpaPortRequestInvalid(
+                port_id=port_id, vf_address=repr(vf_address),
+                reason='a VF address is a PCI address such as '
+                '0000:08:00.2 (lowercase)')
+
+    def _check_request(self, request: PortRequest) -> str:
+        name = device_name(request.port_id)
+        self._check_vf(request.port_id, request.vf_address)
+        checks: list[tuple[Callable[[Any, str], None], Any]] = [
+            (validate.mac, request.mac)]
+        if request.mtu is not None:
+            checks.append((validate.mtu, request.mtu))
+        if request.queue_pairs is not None:
+            checks.append((validate.max_vq_pairs, request.queue_pairs))
+        for check, value in checks:
+            try:
+                check(value, name)
+            except exception.VdpaInvalidArgument as e:
+                raise exception.VdpaPortRequestInvalid(
+                    port_id=request.port_id, vf_address=request.vf_address,
+                    reason=e.kwargs.get('reason', str(e)))
+        return name
+
+    def _check_allowed(self, port_id: str, vf_address: str,
+                       mgmtdev: str) -> None:
+        if self._allowed and mgmtdev not in self._allowed:
+            raise exception.VdpaManagementDeviceNotAllowed(
+                port_id=port_id, vf_address=vf_address, mgmtdev=mgmtdev,
+                reason='it is not in management_devices')
+
+    def _mgmtdev_of(self, port_id: str, vf_address: str) -> str:
+        self._check_vf(port_id, vf_address)
+        sim = self._simulated.get(vf_address)
+        mgmtdev = sim.mgmtdev if sim else 'pci/' + vf_address
+        self._check_allowed(port_id, vf_address, mgmtdev)
+        return mgmtdev
+
+    def management_device(self, vf_address: str) -> str:
+        """The management device that serves ``vf_address``.
+
+        :returns: ``pci/<VF address>``, or the ``simulated_vfs`` mapping.
+        :raises: VdpaManagementDeviceNotAllowed when ``management_devices``
+            leaves it out; VdpaPortRequestInvalid for a bad address.
+        """
+        return self._mgmtdev_of('-', vf_address)
+
+    # ------------------------------------------------------------- reads
+    def _read(self, fn: Callable[[netlink.VdpaClient], Any], device: str,
+              mgmtdev: str, what: str) -> Any:
+        return self._reader.call(fn, device, mgmtdev, what)
+
+    def _read_device(self, name: str) -> tuple[model.VdpaDevice,
+                                               model.DeviceConfig] | None:
+        """``(device, config)`` of ``name``, None if it does not exist."""
+        if not self._sysfs.exists(name):
+            return None
+        try:
+            return self._read(lambda c: (c.get_device(name),
+                                         c.get_config(name)),
+                              name, '-', 'device get')
+        except exception.VdpaDeviceNotFound:
+            return None  # deleted since sysfs showed it
+
+    def _adoptable(self, vf_address: str) -> str | None:
+        """The name of the operator's device on ``vf_address``, if any."""
+        sim = self._simulated.get(vf_address)
+        if sim is not None:
+            found = [sim.device] if sim.device and \
+                self._sysfs.exists(sim.device) else []
+        else:
+            # The VF's own directory: its children, not the whole bus.
+            vf_dir = os.path.join(self._sysfs.sys_root, 'bus', 'pci',
+                                  'devices', vf_address)
+            try:
+                entries = os.listdir(vf_dir)
+            except OSError:
+                entries = []
+            real = os.path.realpath(vf_dir)
+            found = [e for e in entries if os.path.realpath(os.path.join(
+                self._sysfs.bus, 'devices', e)) == os.path.join(real, e)]
+        found = [n for n in found if not is_ours(n)]
+        return sorted(found)[0] if found else None
+
+    def _allocation(self, port_id: str, vf_address: str, name: str,
+                    owned: bool, chardev: str | None = None
+                    ) -> Allocation | None:
+        current = self._read_device(name)
+        if current is None:
+            return None
+        device, config = current
+        if not owned:
+            driver = self._sysfs.driver(name)
+            if driver != sysfs_mod.VHOST_VDPA:
+                raise exception.VdpaAdoptedDeviceNotBound(
+                    port_id=port_id, vf_address=vf_address, device=name,
+                    driver=driver or 'no driver')
+        return Allocation(chardev=chardev or self._sysfs.chardev(name),
+                          owned=owned, device=device, config=config)
+
+    def lookup(self, port_id: str, vf_address: str) -> Allocation | None:
+        """The port's device now, ours or adopted; None if it has none.
+
+        Read-only; costs the same whatever the number of devices: our
+        device is found by its name, an adopted one among the VF's sysfs
+        children. A device of ours that is not bound to vhost_vdpa (a
+        crash between creation and binding) raises VdpaChardevNotFound:
+        :meth:`allocate` repairs it.
+
+        :raises: VdpaPortRequestInvalid, VdpaKernelTimeout,
+            VdpaAdoptedDeviceNotBound, VdpaChardevNotFound
+        """
+        name = device_name(port_id)
+        self._check_vf(port_id, vf_address)
+        found = self._allocation(port_id, vf_address, name, owned=True)
+        if found is None:
+            adopted = self._adoptable(vf_address)
+            if adopted is not None:
+                found = self._allocation(port_id, vf_address, adopted,
+                                         owned=False)
+        return found
+
+    def vhost_backend(self, allocation: Allocation) -> vhost.Backend:
+        """The vhost backend of the port's device (its migration support).
+
+        Read through its node, which the kernel opens to one process only:
+        for a device of ours that no VMM holds yet.
+
+        :raises: VdpaDeviceNotOurs for an adopted device; VdpaSysfsError
+            when the node is held or cannot be read; VdpaKernelTimeout.
+        """
+        return priv_migration.read_backend(allocation.name)
+
+    def vf_management_devices(self) -> dict[str, model.ManagementDevice]:
+        """Every VF that can get a network vDPA device now (inventory).
+
+        One management device dump: ``pci/<address>`` handles that support
+        the net class and are allowed, keyed by address (a PF that is a
+        management device is listed too; Nova's ``[pci] device_spec``
+        decides what is offered), plus simulated VFs whose management
+        device exists.
+
+        :returns: VF address -> its management device.
+        :raises: VdpaKernelTimeout, VdpaNotLoaded
+        """
+        mgmtdevs = {m.handle: m for m in self._read(
+            lambda c: c.list_management_devices(), '-', '*',
+            'management device dump')
+            if model.VIRTIO_ID_NET in m.supported_class_ids
+            and (not self._allowed or m.handle in self._allowed)}
+        out = {m.name: m for m in mgmtdevs.values() if m.bus == 'pci'}
+        for vf, sim in self._simulated.items():
+            if sim.mgmtdev in mgmtdevs:
+                out[vf] = mgmtdevs[sim.mgmtdev]
+        return out
+
+    def owned_devices(self) -> list[model.VdpaDevice]:
+        """Every device with our prefix (one dump), for reconciliation.
+
+        :raises: VdpaKernelTimeout
+        """
+        return [d for d in self._read(lambda c: c.list_devices(), '*', '-',
+                                      'device dump')
+                if is_ours(d.name)]
+
+    # ------------------------------------------------------------ writes
+    def _queue_pairs(self, mgmt: model.ManagementDevice,
+                     wanted: int | None, name: str) -> int | None:
+        """What to ask the kernel for: capped, or None (no attribute)."""
+        if wanted is None:
+            return None
+        if mgmt.supported_features is not None and \
+                not mgmt.supported_features & model.F_MQ:
+            LOG.info('Management device %s offers no multiqueue (F_MQ): '
+                     '%s gets its default queue pairs, not %d.',
+                     mgmt.handle, name, wanted)
+            return None
+        if mgmt.max_supported_vqs:
+            # One of the queues is the control queue.
+            cap = max(1, (mgmt.max_supported_vqs - 1) // 2)
+            if wanted > cap:
+                LOG.info('Management device %s supports %d queue pairs: '
+                         '%s gets %d, not %d.', mgmt.handle, cap, name,
+                         cap, wanted)
+                return cap
+        return wanted
+
+    @staticmethod
+    def _stale(device: model.VdpaDevice, config: model.DeviceConfig,
+               mgmtdev: str, mac: str, mtu: int | None,
+               queue_pairs: int | None) -> list[tuple[str, Any, Any]]:
+        """(what, found, wanted) for each way the device differs."""
+        out: list[tuple[str, Any, Any]] = []
+        if device.mgmtdev != mgmtdev:
+            out.append(('management device', device.mgmtdev, mgmtdev))
+        if (config.mac or '').lower() != mac:
+            out.append(('MAC', config.mac, mac))
+        if mtu is not None and config.mtu != mtu:
+            out.append(('MTU', config.mtu, mtu))
+        if queue_pairs is not None and config.max_vq_pairs is not None \
+                and config.max_vq_pairs != queue_pairs:
+            out.append(('queue pairs', config.max_vq_pairs, queue_pairs))
+        return out
+
+    def _create(self, name: str, mgmtdev: str, request: PortRequest,
+                queue_pairs: int | None) -> Allocation:
+        """Create and bind the port's device; read back in the same call."""
+        mac = request.mac.lower()
+        try:
+            made = nova_vdpa.privsep.vdpa.create_bound_device(
+                name, mgmtdev, mac=mac, mtu=request.mtu,
+                max_vq_pairs=queue_pairs)
+        except exception.VdpaAttributeNotSupported:
+            if queue_pairs is None:
+                raise
+            LOG.info('Management device %s refused max_vqp for %s; '
+                     'creating it with its default queue pairs.', mgmtdev,
+                     name)
+            made = nova_vdpa.privsep.vdpa.create_bound_device(
+                name, mgmtdev, mac=mac, mtu=request.mtu)
+        return Allocation(chardev=made.chardev, owned=True,
+                          device=made.device, config=made.config)
+
+    def allocate(self, request: PortRequest) -> Allocation:
+        """Make sure the port has its device, bound to vhost_vdpa.
+
+        Idempotent, serialised per VF and per port. The port's own device
+        comes first; otherwise the VF's operator device, if any, is
+        adopted; otherwise ours is created. A device of ours that differs
+        from the request and has no holder is made again.
+
+        :raises: VdpaPortRequestInvalid, VdpaManagementDeviceNotAllowed,
+            VdpaAdoptedDeviceNotBound, VdpaStaleDeviceInUse,
+            VdpaKernelTimeout, and the kernel's typed errors
+            (VdpaNoSpace: the VF already has a device;
+            VdpaManagementDeviceNotFound: no vDPA on that VF).
+        """
+        name = self._check_request(request)
+        port_id, vf = request.port_id, request.vf_address
+        mgmtdev = self._mgmtdev_of(port_id, vf)
+        mac = request.mac.lower()
+        with lockutils.lock('nova-vdpa-vf-' + vf), \
+                lockutils.lock('nova-vdpa-port-' + name):
+            current = self._read_device(name)
+            if current is None:
+                adopted = self._adoptable(vf)
+                if adopted is not None:
+                    found = self._allocation(port_id, vf, adopted,
+                                             owned=False)
+                    if found is not None:
+                        LOG.info('Port %s uses vDPA device %s on VF %s, '
+                                 'made by an operator, as it is.',
+                                 port_id, adopted, vf)
+                        return found
+            # Also the read that fails fast while the kernel is stuck,
+            # before anything privileged is attempted.
+            mgmt = self._read(lambda c: c.get_management_device(mgmtdev),
+                              name, mgmtdev, 'management device get')
+            queue_pairs = self._queue_pairs(mgmt, request.queue_pairs, name)
+            if current is not None:
+                stale = self._stale(current[0], current[1], mgmtdev, mac,
+                                    request.mtu, queue_pairs)
+                if not stale:
+                    return self._bound(port_id, vf, name, *current)
+                self._recreate_stale(port_id, vf, name, stale)
+            return self._create(name, mgmtdev, request, queue_pairs)
+
+    def _recreate_stale(self, port_id: str, vf: str, name: str,
+                        stale: list[tuple[str, Any, Any]]) -> None:
+        found = ', '.join('%s %s' % (w, f) for w, f, _ in stale)
+        wanted = ', '.join('%s %s' % (w, v) for w, _, v in stale)
+        try:
+            nova_vdpa.privsep.vdpa.delete_device(name, self._delete_timeout)
+        except exception.VdpaDeviceInUse:
+            raise exception.VdpaStaleDeviceInUse(
+                port_id=port_id, vf_address=vf, device=name, found=found,
+                wanted=wanted)
+        except exception.VdpaDeviceNotFound:
+            pass
+        LOG.info('vDPA device %s of port %s had %s instead of %s: made '
+                 'again.', name, port_id, found, wanted)
+
+    def _bound(self, port_id: str, vf: str, name: str,
+               device: model.VdpaDevice,
+               config: model.DeviceConfig) -> Allocation:
+        """The Allocation of a device of ours found right, bound if not.
+
+        Already on vhost_vdpa, what was just read stands; a device bound
+        now (a crash before its binding) is read again: the driver switch
+        resets its status and negotiated features.
+        """
+        if self._sysfs.driver(name) == sysfs_mod.VHOST_VDPA:
+            return Allocation(chardev=self._sysfs.chardev(name), owned=True,
+                              device=device, config=config)
+        chardev = nova_vdpa.privsep.vdpa.bind_device(name)
+        found = self._allocation(port_id, vf, name, owned=True,
+                                 chardev=chardev)
+        if found is None:
+            raise exception.VdpaDeviceNotFound(
+                device=name, mgmtdev='-', attribute='sysfs',
+                reason='deleted while being allocated')
+        return found
+
+    def release(self, port_id: str, vf_address: str | None = None) -> None:
+        """Delete the port's device if it is ours; idempotent.
+
+        An adopted (operator's) device is never touched: only the port's
+        own ``nvdpa-<port>`` name is ever deleted. A missing device is a
+        success. Serialised with :meth:`allocate` per port.
+
+        :param vf_address: for messages only; the device is found by name.
+        :raises: VdpaDeviceInUse (a process holds it; nothing waits),
+            VdpaDeleteTimeout, VdpaKernelTimeout, VdpaDeviceNotOurs
+        """
+        name = device_name(port_id)
+        with lockutils.lock('nova-vdpa-port-' + name):
+            if not self._sysfs.exists(name):
+                return
+            # No read of our own: the daemon looks the device up, checks
+            # its management device against management_devices and for a
+            # holder, and deletes it, in one job under the deletion's
+            # deadline. A read known to be stuck still fails this at once.
+            self._reader.check(name, '-', 'delete')
+            try:
+                nova_vdpa.privsep.vdpa.delete_device(
+                    name, self._delete_timeout,
+                    management_devices=sorted(self._allowed))
+            except exception.VdpaDeviceNotFound:
+                return
+            LOG.debug('Released vDPA device %s of port %s (VF %s).', name,
+                      port_id, vf_address or '-')
+
+    # ------------------------------------------------------- reconciling
+    def _state(self, name: str) -> tuple[Any, ...] | None:
+        """Device, config and driver of ``name`` now; None if it is gone.
+
+        Compared before and after :meth:`allocate` to tell a device kept
+        from one made or repaired.
+        """
+        try:
+            current = self._read_device(name)
+            return None if current is None else (
+                current[0], current[1], self._sysfs.driver(name))
+        except exception.VdpaDeviceNotFound:
+            return None
+
+    def reconcile(self, expected: Iterable[PortRequest]) -> ReconcileResult:
+        """Make the kernel match the ports that should have devices here.
+
+        For start-up (``init_host``) and after a crash: every expected
+        request goes through :meth:`allocate` (a missing device is made,
+        a stale or unbound one repaired, an operator's adopted); every
+        device of ours (:meth:`owned_devices`) whose port is not expected
+        is deleted unless a process holds it (then it is left, and
+        nothing waits). Devices without our prefix are never touched. One
+        failure never stops the rest. Run it before anything else
+        allocates (``init_host``): a device being made meanwhile for a
+        port outside ``expected`` would count as an orphan.
+
+        :param expected: the requests of the ports that should have a
+            device on this host.
+        :returns: what was done, device by device.
+        :raises: VdpaKernelTimeout only when the device dump itself fails
+            (the expected ports were handled before).
+        """
+        result = ReconcileResult()
+        wanted = set()
+        for request in expected:
+            try:
+                name = device_name(request.port_id)
+            except exception.VdpaPortRequestInvalid as e:
+                result.failed[str(request.port_id)] = str(e)
+                continue
+            wanted.add(name)
+            try:
+                before = self._state(name)
+                found = self.allocate(request)
+            except exception.NovaVdpaException as e:
+                result.failed[request.port_id] = str(e)
+                continue
+            if not found.owned or before == (found.device, found.config,
+                                             sysfs_mod.VHOST_VDPA):
+                result.kept.append(found.name)
+            else:
+                result.created.append(found.name)
+        for device in self.owned_devices():
+            if device.name in wanted:
+                continue
+            port_id = device.name[len(DEVICE_PREFIX):]
+            try:
+                self.release(port_id)
+            except exception.VdpaDeviceInUse as e:
+                result.held.append(device.name)
+                LOG.warning('vDPA device %s belongs to no port expected on '
+                            'this host but is held, left in place: %s',
+                            device.name, e)
+                continue
+            except exception.NovaVdpaException as e:
+                result.failed[device.name] = str(e)
+                continue
+            result.deleted.append(device.name)
+        for key, error in sorted(result.failed.items()):
+            LOG.warning('Reconciling vDPA devices: %s failed: %s', key,
+                        error)
+        LOG.info('Reconciled vDPA devices: %d created, %d kept, %d deleted, '
+                 '%d held, %d failed.', len(result.created),
+                 len(result.kept), len(result.deleted), len(result.held),
+                 len(result.failed))
+        return result
