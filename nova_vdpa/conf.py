@@ -35,6 +35,10 @@ from nova_vdpa.kernel import validate
 
 #: seconds a deletion may take when ``delete_timeout`` is not set
 DEFAULT_DELETE_TIMEOUT = 10.0
+#: seconds a kernel read may take when ``read_timeout`` is not set
+DEFAULT_READ_TIMEOUT = 10.0
+#: seconds an OVSDB connection or read may take (``ovsdb_timeout``)
+DEFAULT_OVSDB_TIMEOUT = 3.0
 
 vdpa_group = cfg.OptGroup(
     'nova_vdpa',
@@ -66,7 +70,8 @@ Possible values:
         'simulated_vfs',
         default=[],
         help="""
-FOR TESTS ONLY: serve these VF addresses from another management device.
+TEST ONLY - never set this on a production host. Serve these VF addresses
+from a simulator's management device.
 
 On real hardware a VF's vDPA devices are made on the management device
 ``pci/<VF address>`` and this option must stay empty. Test beds without
@@ -75,7 +80,10 @@ as ``vdpasim_net``. An entry ``<VF>=<mgmtdev>@<device>`` also names a
 device an operator created for that VF, which nova-vdpa then adopts (uses
 as it is, never modifies or deletes), as it would a device under a real
 VF's PCI device. ``management_devices`` still restricts which
-management devices may be used.
+management devices may be used. Only a simulator may be named: a
+management device without a bus (``vdpasim_net``, a VDUSE device);
+nova-compute refuses to start when an entry names one with a bus
+(``pci/...``, ``auxiliary/...``), which is hardware.
 
 Possible values:
 
@@ -133,6 +141,49 @@ Related options:
 
 * ``simulated_vfs``
 * ``[os_vif_ovs] ovsdb_connection`` (the database checked)
+"""),
+    cfg.FloatOpt(
+        'read_timeout',
+        default=DEFAULT_READ_TIMEOUT,
+        min=1.0,
+        max=validate.MAX_TIMEOUT,
+        help="""
+Seconds a kernel read (a vdpa netlink request) may take.
+
+Every vdpa netlink request waits behind a deletion that is stuck on a held
+device, in uninterruptible sleep. nova-compute reads the kernel on one
+thread with this deadline: past it the caller gets an error naming the
+request (a build is rescheduled, the PCI inventory keeps its last vdpa
+typing) and later reads fail at once until the stuck one returns.
+
+Possible values:
+
+* A number of seconds from 1 to 300.
+
+Related options:
+
+* ``delete_timeout``
+"""),
+    cfg.FloatOpt(
+        'ovsdb_timeout',
+        default=DEFAULT_OVSDB_TIMEOUT,
+        min=0.1,
+        max=validate.MAX_TIMEOUT,
+        help="""
+Seconds nova-vdpa waits for the Open vSwitch database, to connect and then
+per read, in its offload checks (at start-up and after each plug).
+
+An absent ovsdb-server must not hold up nova-compute's start or a plug:
+past this deadline the check is logged as not done.
+
+Possible values:
+
+* A number of seconds from 0.1 to 300.
+
+Related options:
+
+* ``offload_checks``
+* ``[os_vif_ovs] ovsdb_connection``
 """),
 ]
 

@@ -98,7 +98,8 @@ import nova_vdpa.privsep.vdpa
 LOG = logging.getLogger(__name__)
 
 #: seconds a kernel read may take before the caller gets an error
-DEFAULT_READ_TIMEOUT = 10.0
+#: (``[nova_vdpa] read_timeout``)
+DEFAULT_READ_TIMEOUT = vdpa_conf.DEFAULT_READ_TIMEOUT
 
 _PCI_ADDRESS_RE = re.compile(
     r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$')
@@ -153,6 +154,15 @@ class Allocator:
                     reason='%r is not a PCI address' % vf)
             mgmtdev, _, device = target.partition('@')
             validate.mgmtdev_handle(mgmtdev)
+            if model.split_mgmtdev(mgmtdev)[0] is not None:
+                # A simulator's management device has no bus (vdpasim_net,
+                # vduse); one with a bus is hardware, whose VFs are served
+                # by their own pci/<VF> and must not be re-mapped.
+                raise exception.VdpaInvalidArgument(
+                    device='-', mgmtdev=mgmtdev, attribute='simulated_vfs',
+                    reason='%s=%s: simulated_vfs is for tests only and may '
+                    'map a VF only to a simulator, a management device '
+                    'without a bus such as vdpasim_net' % (vf, target))
             if device:
                 validate.device_name(device)
             self._simulated[vf] = _SimulatedVf(mgmtdev, device or None)
@@ -175,6 +185,8 @@ class Allocator:
         """
         vdpa_conf.register_opts(conf)
         group = getattr(conf, vdpa_conf.vdpa_group.name)
+        kwargs.setdefault('delete_timeout', group.delete_timeout)
+        kwargs.setdefault('read_timeout', group.read_timeout)
         return cls(management_devices=group.management_devices,
                    simulated_vfs=parse_simulated_vfs(group.simulated_vfs),
                    **kwargs)
@@ -325,10 +337,11 @@ class Allocator:
         """Every VF that can get a network vDPA device now (inventory).
 
         One management device dump: ``pci/<address>`` handles that support
-        the net class and are allowed, keyed by address (a PF that is a
-        management device is listed too; Nova's ``[pci] device_spec``
-        decides what is offered), plus simulated VFs whose management
-        device exists.
+        the net class and are listed in ``management_devices`` (an empty
+        list types no VF: an operator opts each VF in), keyed by address
+        (a PF that is a management device is listed too; Nova's ``[pci]
+        device_spec`` decides what is offered), plus simulated VFs whose
+        management device exists.
 
         :returns: VF address -> its management device.
         :raises: VdpaKernelTimeout, VdpaNotLoaded
@@ -337,7 +350,7 @@ class Allocator:
             lambda c: c.list_management_devices(), '-', '*',
             'management device dump')
             if model.VIRTIO_ID_NET in m.supported_class_ids
-            and (not self._allowed or m.handle in self._allowed)}
+            and m.handle in self._allowed}
         out = {m.name: m for m in mgmtdevs.values() if m.bus == 'pci'}
         for vf, sim in self._simulated.items():
             if sim.mgmtdev in mgmtdevs:

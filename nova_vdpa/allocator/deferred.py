@@ -20,8 +20,10 @@ until the domain is destroyed). :class:`DeferredReleases` wraps the
 allocator: :meth:`~DeferredReleases.release` tries once and, when the
 device is held, remembers the port and returns at once;
 :meth:`~DeferredReleases.retry` (driven by nova-compute's periodic resource
-update, no thread of its own) tries each remembered port again and logs at
-WARNING what each still waits for.
+update, no thread of its own) tries each remembered port again. What each
+waits for is logged at WARNING once per state change (another error, or
+another holder), at DEBUG while it stays the same: a guest paused for a
+day does not write a warning every minute.
 
 The memory here is a retry queue, not a record of devices: the kernel is
 the record (every device of ours is named after its port). After a
@@ -71,6 +73,8 @@ class PendingRelease:
     :ivar since: ``time.monotonic()`` of the first refused release.
     :ivar attempts: releases tried so far.
     :ivar error: what the last attempt raised.
+    :ivar waiting_for: what the release waits for, as last logged (the
+        holder, or the kernel).
     """
 
     port_id: str
@@ -80,6 +84,9 @@ class PendingRelease:
     since: float
     attempts: int
     error: Exception
+    waiting_for: str = ''
+    #: (error type, holder) last logged at WARNING
+    logged: tuple[str, str] | None = None
 
 
 def _lock(port_id: str) -> ty.ContextManager[ty.Any]:
@@ -239,9 +246,14 @@ class DeferredReleases:
     def _log_waiting(self, pending: PendingRelease,
                      first: bool = False) -> None:
         chardev = self._chardev(pending.device)
+        who = self._holder(pending, chardev)
+        pending.waiting_for = who
+        state = (type(pending.error).__name__, who)
+        changed, pending.logged = state != pending.logged, state
+        log = LOG.warning if changed else LOG.debug
         values = {'device': pending.device, 'port': pending.port_id,
                   'vf': pending.vf_address or '-', 'chardev': chardev,
-                  'who': self._holder(pending, chardev),
+                  'who': who,
                   'error': pending.error,
                   'age': time.monotonic() - pending.since,
                   'attempts': pending.attempts}
@@ -252,8 +264,7 @@ class DeferredReleases:
                         'each periodic resource update (%(error)s)',
                         values, instance_uuid=pending.instance_uuid)
         else:
-            LOG.warning('Release of vDPA device %(device)s of port %(port)s '
-                        '(VF %(vf)s, %(chardev)s) still waits for %(who)s, '
-                        'after %(attempts)d attempts in %(age)d s '
-                        '(%(error)s)',
-                        values, instance_uuid=pending.instance_uuid)
+            log('Release of vDPA device %(device)s of port %(port)s '
+                '(VF %(vf)s, %(chardev)s) still waits for %(who)s, '
+                'after %(attempts)d attempts in %(age)d s (%(error)s)',
+                values, instance_uuid=pending.instance_uuid)

@@ -21,7 +21,11 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
   guest the full ``<interface type='vdpa'>``, and releases the device
   after unplug;
 * ``_get_pci_passthrough_devices`` types the VFs that can carry a vDPA
-  device as ``vdpa`` at every periodic update
+  device as ``vdpa`` at every periodic update, except those Nova's PCI
+  tracker holds for a guest as ``type-VF`` (read from the compute
+  manager's resource tracker through ``ComputeVirtAPI._compute``, or from
+  the database before the tracker exists), and
+  keeps the last good typing while the kernel cannot answer
   (:mod:`nova_vdpa.compute.inventory`);
 * the detaches Nova makes before a suspend and a live migration
   (``_detach_direct_passthrough_ports``, ``_detach_direct_passthrough_vifs``)
@@ -53,7 +57,10 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
 
 import typing as ty
 
+from nova import context as nova_context
+from nova import exception as nova_exception
 from nova.network import model as network_model
+import nova.objects as objects
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_config import cfg
@@ -79,7 +86,7 @@ allocator_factory: ty.Callable[..., vdpa_allocator.Allocator] = (
 
 # [nova_vdpa] options handed to the allocator when the group has them.
 _ALLOCATOR_OPTIONS = ('management_devices', 'simulated_vfs',
-                      'delete_timeout')
+                      'delete_timeout', 'read_timeout')
 
 
 def option_group() -> str:
@@ -110,6 +117,8 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         self.vdpa_allocator = allocator_factory(**_allocator_options(CONF))
         #: live migrations this host prepared as their destination
         self.vdpa_incoming = migration.Incoming()
+        #: the last VFs typed vdpa, for periods the kernel cannot answer
+        self.vdpa_typing = inventory.LastTyping()
         group = CONF[option_group()]
         offload = ('offload_checks' not in group) or group.offload_checks
         self.vif_driver = vif.LibvirtVdpaVIFDriver(
@@ -146,7 +155,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
             vfs = [vf for vf in self.vdpa_allocator.vf_management_devices()
                    if vf not in self.vif_driver.simulated_vfs]
             results = checks.run_host_checks(vfs, vif.ovsdb_connection(),
-                                             timeout=vif.OVSDB_TIMEOUT)
+                                             timeout=vif.ovsdb_timeout())
         except exception.NovaVdpaException as e:
             LOG.error('vdpa offload checks could not run: %s', e)
             return
@@ -159,13 +168,51 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         """Nova's PCI inventory, with VFs typed vdpa from the kernel now.
 
         Nova's method is cached for the life of the process; the VFs that
-        can carry a vDPA device are read fresh at each call.
+        can carry a vDPA device are read fresh at each call. A VF Nova's
+        PCI tracker holds for a guest as ``type-VF`` (a ``direct`` port)
+        is never re-typed. When the kernel cannot answer (vdpa not
+        loaded, a read past its deadline), the rest of the inventory is
+        still reported, with the last good vdpa typing (none before the
+        first): a failed read must not fail Nova's resource update, which
+        would leave the host without a compute node record at start-up.
         """
         devices = super()._get_pci_passthrough_devices()
-        vfs = set(self.vdpa_allocator.vf_management_devices())
-        vfs.update(_vf_of(dev.mgmtdev)
-                   for dev in self.vdpa_allocator.owned_devices())
+        try:
+            vfs = set(self.vdpa_allocator.vf_management_devices())
+            vfs.update(_vf_of(dev.mgmtdev)
+                       for dev in self.vdpa_allocator.owned_devices())
+        except exception.VdpaKernelError as e:
+            vfs = self.vdpa_typing.failed(e)
+        else:
+            self.vdpa_typing.read(vfs)
+        vfs.difference_update(inventory.vfs_in_use(self._nova_pci_devices()))
         return inventory.mark_vdpa_vfs(devices, vfs)
+
+    def _nova_pci_devices(self) -> list[ty.Any]:
+        """This host's devices in Nova's PCI tracker (``PciDevice``).
+
+        The compute manager's resource tracker, through the virt API
+        (``ComputeVirtAPI._compute``): the in-memory view of claimed and
+        allocated devices, no database round trip per period. Before the
+        tracker exists - the first resource update after a start, which
+        is the only inventory nova 34.0.0's tracker takes in
+        (``ResourceTracker._setup_pci_tracker``) - the same rows are read
+        from the database, once. Without a compute manager (a driver
+        loaded alone) nothing is known.
+        """
+        compute = getattr(self.virtapi, '_compute', None)
+        if compute is None:
+            return []
+        tracker = getattr(getattr(compute, 'rt', None), 'pci_tracker', None)
+        if tracker is not None:
+            return list(tracker.pci_devs)
+        ctx = nova_context.get_admin_context()
+        try:
+            node = objects.ComputeNode.get_by_host_and_nodename(
+                ctx, CONF.host, self._host.get_hostname())
+        except nova_exception.ComputeHostNotFound:
+            return []  # the first start: nothing is claimed yet
+        return list(objects.PciDeviceList.get_by_compute_node(ctx, node.id))
 
     def _detach_direct_passthrough_ports(self, context, instance, guest):
         """Nova's suspend-time detach; the vdpa devices stay (resume)."""

@@ -17,12 +17,17 @@ The Nova exception is chosen for what the compute manager does next:
 * the host cannot serve the port now (no room on the VF, the management
   device or kernel support missing, a stale device still held, a VF not
   ready for offload (PF not in switchdev mode, no representor), a kernel
-  call that failed or timed out, libvirt or QEMU too old):
+  call that failed or timed out, a value this host's NIC refuses (the
+  kernel's EINVAL or ERANGE on DEV_NEW: an MTU or a queue-pair count
+  another NIC may accept), libvirt or QEMU too old):
   ``ComputeResourcesUnavailable``, which ``_build_and_run_instance`` turns
   into a reschedule to another host (nova 34.0.0);
 * the request itself cannot be met anywhere (the flavor and image
-  disagree, a value the kernel refuses): ``InvalidInput``, which the
-  build turns into ``BuildAbortException``, not retried.
+  disagree - Nova's ``FlavorImageConflict`` from
+  ``hardware.get_vif_multiqueue_constraint``, which the build would
+  otherwise reschedule like any unknown error -, a binding or value we
+  refuse ourselves before anything reaches the kernel): ``InvalidInput``,
+  which the build turns into ``BuildAbortException``, not retried.
 
 Our messages name management devices, sysfs paths, pids and command lines:
 they go to the log with ``instance=``; the Nova exception carries only a
@@ -48,13 +53,19 @@ _MAP: tuple[tuple[type[Exception], type[nova_exception.NovaException], str],
     (exception.VdpaPortRequestInvalid, nova_exception.InvalidInput,
      'port %(port)s cannot get a vDPA device: its binding is incomplete '
      'or malformed'),
-    (exception.VdpaInvalidRequest, nova_exception.InvalidInput,
+    (exception.VdpaInvalidArgument, nova_exception.InvalidInput,
      'the vDPA device for port %(port)s cannot be created with the '
      'requested settings (MAC address, MTU or queue pairs)'),
     (exception.InvalidVdpaInterfaceRequest, nova_exception.InvalidInput,
      'the vDPA interface for port %(port)s cannot be configured from '
      'the port, flavor and image given'),
     # This host cannot serve the port now: another host may.
+    # The kernel's EINVAL/ERANGE (our own checks passed): this NIC refused
+    # the settings.
+    (exception.VdpaInvalidRequest,
+     nova_exception.ComputeResourcesUnavailable,
+     'the vDPA device for port %(port)s cannot be created on this host '
+     'with the requested settings (MTU or queue pairs)'),
     (exception.VdpaNoSpace, nova_exception.ComputeResourcesUnavailable,
      'no vDPA device can be created for port %(port)s on this host: its '
      'virtual function has no room left'),
@@ -94,11 +105,21 @@ def to_nova(error: Exception, port_id: str) -> nova_exception.NovaException:
 def translated(instance: ty.Any, port_id: str) -> ty.Iterator[None]:
     """Log our exception in full and raise Nova's in its place.
 
+    Nova's ``FlavorImageConflict`` (the flavor and the image disagree on
+    multiqueue) becomes ``InvalidInput``: no other host would do better.
+    Its message names the tenant's own flavor and image values only.
+
     :param instance: the ``nova.objects.Instance`` the call is for.
     :param port_id: the Neutron port the call is for.
     """
     try:
         yield
+    except nova_exception.FlavorImageConflict as e:
+        LOG.error('vDPA interface for port %(port)s: %(error)s',
+                  {'port': port_id, 'error': e.format_message()},
+                  instance=instance)
+        raise nova_exception.InvalidInput(
+            reason='port %s: %s' % (port_id, e.format_message())) from e
     except exception.NovaVdpaException as e:
         LOG.error('vDPA operation for port %(port)s failed: %(error)s',
                   {'port': port_id, 'error': e}, instance=instance)

@@ -49,7 +49,6 @@ import typing as ty
 from nova.network import model as network_model
 from nova.network import os_vif_util
 import nova.objects as objects
-import nova.virt.hardware as hardware
 from nova.virt.libvirt import config as vconfig
 from nova.virt.libvirt import vif as libvirt_vif
 from os_vif.objects import vif as osv_vifs
@@ -61,6 +60,7 @@ from nova_vdpa.allocator import deferred
 from nova_vdpa.compute import errors
 from nova_vdpa.compute import holders
 from nova_vdpa.compute import migration
+from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.libvirt import designer
 from nova_vdpa.network import checks
@@ -69,9 +69,18 @@ from nova_vdpa.network import ovsdb
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
 
-#: Seconds we wait for OVSDB (to connect, then per read): an absent
-#: ovsdb-server must not hold up nova-compute's start or a plug.
-OVSDB_TIMEOUT = 3.0
+#: Seconds we wait for OVSDB (to connect, then per read) when ``[nova_vdpa]
+#: ovsdb_timeout`` is not registered: an absent ovsdb-server must not hold
+#: up nova-compute's start or a plug.
+OVSDB_TIMEOUT = vdpa_conf.DEFAULT_OVSDB_TIMEOUT
+
+
+def ovsdb_timeout() -> float:
+    """``[nova_vdpa] ovsdb_timeout``, or its default before registration."""
+    try:
+        return CONF[vdpa_conf.vdpa_group.name].ovsdb_timeout
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return OVSDB_TIMEOUT
 
 
 def ovsdb_connection() -> str:
@@ -211,17 +220,20 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
     @staticmethod
     def _request(vif_obj: ty.Any, image_meta: ty.Any,
                  flavor: ty.Any) -> vdpa_allocator.PortRequest:
-        """What the allocator needs to know about the port."""
+        """What the allocator needs to know about the port.
+
+        The queue pairs are the designer's, as for the XML's ``queues``
+        (Nova's rule, capped by ``[libvirt] max_queues``): the device is
+        made with what the guest will use.
+        """
         mtu = None
         if 'network' in vif_obj and 'mtu' in vif_obj.network:
             mtu = vif_obj.network.mtu
-        # Nova's own reading of hw:vif_multiqueue_enabled (it refuses a
-        # flavor and an image that disagree).
-        queue_pairs = (flavor.vcpus if hardware.get_vif_multiqueue_constraint(
-            flavor, image_meta) else None)
         return vdpa_allocator.PortRequest(
             port_id=vif_obj.id, vf_address=vif_obj.dev_address,
-            mac=str(vif_obj.address), mtu=mtu, queue_pairs=queue_pairs)
+            mac=str(vif_obj.address), mtu=mtu,
+            queue_pairs=designer.queue_pairs(flavor, image_meta,
+                                             CONF.libvirt.max_queues))
 
     def _interface_config(
         self, allocation: vdpa_allocator.Allocation, vif_obj: ty.Any,
@@ -281,7 +293,7 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         if self._ovsdb is None:
             try:
                 self._ovsdb = ovsdb.OvsdbReader(ovsdb_connection(),
-                                                timeout=OVSDB_TIMEOUT)
+                                                timeout=ovsdb_timeout())
             except exception.OvsdbUnavailable as e:
                 if not self._ovsdb_warned:
                     LOG.warning('vdpa ports cannot be verified after plug: '

@@ -23,10 +23,12 @@ What a flavor or image asks for is decided by Nova's own functions
 (``nova.virt.hardware.get_vif_multiqueue_constraint`` and
 ``get_packed_virtqueue_constraint``, ``nova.virt.osinfo`` for the model),
 and the queue count follows Nova's rule (the vCPUs, capped by ``[libvirt]
-max_queues``), so a flavor or image means here exactly what it means to
-Nova. Only the vDPA-specific part is ours: the device's queue pairs, ring
-sizes and features cap what Nova would render, and every such cut is
-logged as a warning naming the port. Nothing is trusted: a value of the
+max_queues``: :func:`queue_pairs`, which the VIF driver also asks for the
+device's ``max_vqp``, so that the device and the interface agree), so a
+flavor or image means here exactly what it means to Nova. Only the
+vDPA-specific part is ours: the device's queue pairs, ring sizes and
+features cap what Nova would render, and every such cut is logged as a
+warning naming the port. Nothing is trusted: a value of the
 wrong type or range raises InvalidVdpaInterfaceRequest naming it.
 
 It imports the config classes, Nova's hardware/osinfo/objects modules,
@@ -344,14 +346,39 @@ def _image_meta(image_meta: ty.Any) -> 'objects.ImageMeta':
     return image_meta
 
 
+def queue_pairs(flavor: ty.Any, image_meta: ty.Any,
+                max_queues: int | None) -> int | None:
+    """The queue pairs a port asks for: Nova's multiqueue rule.
+
+    One answer for both ends of the port: the device's ``max_vqp`` (the
+    VIF driver's allocation request) and the guest XML's ``<driver
+    queues>`` (:func:`get_vdpa_interface_config`, which also caps it by
+    the device made). Nova's count is the vCPUs, capped by ``[libvirt]
+    max_queues``; a device made with more pairs than the guest's queues
+    would hold VF queue resources nothing uses.
+
+    :param flavor: the instance's ``nova.objects.Flavor``.
+    :param image_meta: a ``nova.objects.ImageMeta``, a dict or None.
+    :param max_queues: Nova's ``[libvirt] max_queues`` (None: no cap).
+    :returns: the pairs, or None when multiqueue is off.
+    :raises: nova.exception.FlavorImageConflict if the flavor and image
+        disagree; InvalidVdpaInterfaceRequest naming a bad value.
+    """
+    _check_flavor(flavor)
+    _check_int('[libvirt] max_queues', max_queues, optional=True)
+    if not hardware.get_vif_multiqueue_constraint(flavor,
+                                                  _image_meta(image_meta)):
+        return None
+    return min(flavor.vcpus, max_queues or flavor.vcpus)
+
+
 def _queues(port: Port, device: Device, flavor: ty.Any,
             image_meta: 'objects.ImageMeta',
             max_queues: int | None) -> int | None:
     """The ``<driver queues>`` to render, or None."""
-    if not hardware.get_vif_multiqueue_constraint(flavor, image_meta):
+    wanted = queue_pairs(flavor, image_meta, max_queues)
+    if wanted is None:
         return None
-    # Nova's count: the vCPUs, capped by [libvirt] max_queues.
-    wanted = min(flavor.vcpus, max_queues or flavor.vcpus)
     queues = min(wanted, device.max_queue_pairs)
     if queues < wanted:
         LOG.warning('%(port)s: multiqueue asks for %(wanted)d queue pairs '

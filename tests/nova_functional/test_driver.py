@@ -49,6 +49,7 @@ from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import driver as vdpa_driver
 from nova_vdpa.compute import overrides
 from nova_vdpa.compute import vif as vdpa_vif
+from nova_vdpa import conf as vdpa_conf
 from nova_vdpa.kernel import devlink
 from nova_vdpa.kernel import netdev
 from nova_vdpa.network import ovsdb
@@ -156,6 +157,10 @@ class DriverTestCase(test.NoDBTestCase):
         self.kernels = self.useFixture(kernels.FakeHostKernels(
             default=lambda: [fake_kernel.mlx5_vf(a) for a in self.vdpa_vfs]))
         self.host = self.useFixture(OffloadHost())
+        # An empty list allows no management device: opt every VF in.
+        vdpa_conf.register_opts(vdpa_driver.CONF)
+        self.flags(management_devices=['pci/' + vf for vf in VFS],
+                   group=vdpa_driver.option_group())
         self.conn = fakelibvirt.Connection(
             'qemu:///system', host_info=fakelibvirt.HostInfo(),
             pci_info=fakelibvirt.HostPCIDevicesInfo(
@@ -192,7 +197,8 @@ class TestLoading(DriverTestCase):
                               vdpa_vif.LibvirtVdpaVIFDriver)
         # registered at construction: the group is readable now
         group = vdpa_driver.CONF[vdpa_driver.option_group()]
-        self.assertEqual([], group.management_devices)
+        self.assertEqual(['pci/' + vf for vf in VFS],
+                         group.management_devices)
 
     def test_every_private_name_exists(self):
         for entry in overrides.PRIVATE_NAMES:
@@ -420,6 +426,7 @@ class TestOffloadChecks(DriverTestCase):
         sim_vf = '0000:00:05.1'
         self.kernel.mgmtdevs.append(fake_kernel.vdpasim_net())
         self.flags(simulated_vfs=[sim_vf + '=vdpasim_net'],
+                   management_devices=['vdpasim_net'],
                    group=vdpa_driver.option_group())
         self.driver = virt_driver.load_compute_driver(
             fake_virt.FakeVirtAPI(), 'nova_vdpa.LibvirtVdpaDriver')

@@ -192,13 +192,27 @@ class TestManagementDevice(AllocatorTestCase):
                           alloc.management_device, HW_VF)
 
     def test_inventory(self):
+        # An empty management_devices types no VF (an operator opts in).
+        self.assertEqual({}, self.alloc.vf_management_devices())
+        alloc = self.allocator(
+            management_devices=['pci/' + HW_VF, 'vdpasim_net'])
         self.assertEqual({HW_VF: 'pci/' + HW_VF, SIM_VF: 'vdpasim_net'},
                          {vf: m.handle for vf, m in
-                          self.alloc.vf_management_devices().items()})
+                          alloc.vf_management_devices().items()})
         alloc = self.allocator(management_devices=['pci/' + HW_VF],
                                simulated_vfs={SIM_VF: 'vdpasim_net',
                                               SIM_VF2: 'absent_mgmt'})
         self.assertEqual([HW_VF], list(alloc.vf_management_devices()))
+
+    def test_simulated_vfs_name_only_simulators(self):
+        for target in ('pci/' + HW_VF, 'auxiliary/mlx5_core.sf.3',
+                       'pci/' + HW_VF + '@vdpa0'):
+            ex = self.assertRaises(
+                exception.VdpaInvalidArgument, self.allocator,
+                simulated_vfs={SIM_VF: target})
+            self.assertIn('only to a simulator', str(ex))
+            self.assertIn(target, str(ex))
+        self.allocator(simulated_vfs={SIM_VF: 'vdpasim_net@vdpa0'})
 
 
 class TestAllocate(AllocatorTestCase):

@@ -93,14 +93,26 @@ class TestRelease(DeferredTestCase):
                       'guest=instance-0001): its release is deferred'
                       % (a.name, PORT_A, SIM_VF, a.chardev), self.log.output)
 
-        # Retried while held: kept, and the waiting line says so again.
+        # Retried while held by the same process: kept, and no new
+        # warning (one per state change, not one per period).
+        self.assertEqual([PORT_A], self.ports(self.releases.retry()))
         self.assertEqual([PORT_A], self.ports(self.releases.retry()))
         self.assertIn(a.name, self.kernel.devices)
-        self.assertEqual(2, self.releases.pending()[0].attempts)
-        self.assertIn('Release of vDPA device %s of port %s (VF %s, %s) '
-                      'still waits for pid 4242' % (a.name, PORT_A, SIM_VF,
-                                                    a.chardev),
-                      self.log.output)
+        self.assertEqual(3, self.releases.pending()[0].attempts)
+        self.assertNotIn('still waits for', self.log.output)
+        self.assertEqual('pid 4242 (qemu-system-x86_64 -name '
+                         'guest=instance-0001)',
+                         self.releases.pending()[0].waiting_for)
+
+        # Another holder is another state: one warning for it.
+        self.kernel.close_chardev(a.name)
+        self.kernel.open_chardev(a.name, pid=4343)
+        self.releases.retry()
+        self.releases.retry()
+        self.assertEqual(1, self.log.output.count(
+            'Release of vDPA device %s of port %s (VF %s, %s) '
+            'still waits for pid 4343' % (a.name, PORT_A, SIM_VF,
+                                          a.chardev)))
 
         self.kernel.close_chardev(a.name)
         self.assertEqual([], self.releases.retry())

@@ -90,10 +90,15 @@ class TestConf(base.TestCase):
         groups = dict((g.name, opts) for g, opts in conf.list_opts())
         self.assertEqual({'nova_vdpa', 'nova_vdpa_privileged'}, set(groups))
         self.assertEqual({'management_devices', 'simulated_vfs',
-                          'delete_timeout', 'offload_checks'},
+                          'delete_timeout', 'offload_checks',
+                          'read_timeout', 'ovsdb_timeout'},
                          {o.name for o in groups['nova_vdpa']})
         for opt in groups['nova_vdpa']:
             self.assertIn('Possible values', opt.help)
+        # the generated sample shows the marker first
+        simulated, = [o for o in groups['nova_vdpa']
+                      if o.name == 'simulated_vfs']
+        self.assertTrue(simulated.help.strip().startswith('TEST ONLY'))
         self.assertEqual({o.name for o in priv_context.OPTS},
                          {o.name for o in groups['nova_vdpa_privileged']})
 
