@@ -184,6 +184,106 @@ class Host:
             conn.close()
         return found
 
+    def _domains(self) -> dict[str, tuple[str, bool]] | None:
+        """chardev -> (domain text, running or paused); None if unknown.
+
+        From the domains' ``<interface type='vdpa'><source dev>``: libvirt
+        names the guest of a device even where /proc cannot (QEMU runs as
+        another user), and no node is opened to find out.
+        """
+        try:
+            import libvirt
+            from lxml import etree
+        except ImportError:
+            return None
+        try:
+            conn = libvirt.openReadOnly(self.conf.libvirt_uri)
+        except libvirt.libvirtError:
+            return None
+        found = {}
+        try:
+            for dom in conn.listAllDomains():
+                xml = etree.fromstring(dom.XMLDesc(0))
+                state = dom.state()[0]
+                alive = state in (libvirt.VIR_DOMAIN_RUNNING,
+                                  libvirt.VIR_DOMAIN_PAUSED,
+                                  libvirt.VIR_DOMAIN_BLOCKED)
+                for src in xml.iterfind(
+                        "./devices/interface[@type='vdpa']/source"):
+                    found[src.get('dev') or ''] = ('%s (%s)' % (
+                        dom.name(), dom.UUIDString()), alive)
+        finally:
+            conn.close()
+        return found
+
+    def devices(self) -> list[dict[str, Any]]:
+        """One row per device of ours: who holds it, and orphan candidates.
+
+        ``state`` is ``in use`` (a running or paused guest names it),
+        ``kept`` (a guest that is shut off names it: its port is still
+        bound here), ``release waits for <process>`` (no guest names it
+        but a process holds its node: a deferred release, such as a paused
+        guest after a detach), or ``orphan candidate`` (no guest names it
+        and no holder is seen: nova-compute's start-up reconciliation
+        deletes it unless a port expects it).
+        """
+        owned = self.allocator.owned_devices()
+        domains = self._domains()
+        rows = []
+        for dev in sorted(owned, key=lambda d: d.name):
+            chardev = self._chardev(dev.name)
+            named = (domains or {}).get(chardev or '')
+            row: dict[str, Any] = {
+                'device': dev.name, 'port': _port_of(dev.name),
+                'mgmtdev': dev.mgmtdev, 'chardev': chardev,
+                'instance': named[0] if named else None}
+            if domains is None:
+                row['state'] = 'unknown (libvirt did not answer)'
+            elif named and named[1]:
+                row['state'] = 'in use'
+            elif named:
+                row['state'] = 'kept (its guest is shut off)'
+            else:
+                holders = self._holders(chardev, dev.name)
+                row['state'] = ('release waits for %s' % holders
+                                if holders else 'orphan candidate')
+            rows.append(row)
+        return rows
+
+    def _holders(self, chardev: str | None, name: str) -> str | None:
+        """The processes /proc shows holding ``chardev``, as text."""
+        if not chardev:
+            return None
+        try:
+            found = self.sysfs.holders(chardev, name)
+        except exception.VdpaSysfsError:
+            return None
+        return ', '.join('pid %d (%s)' % (h.pid, h.cmdline)
+                         for h in found) or None
+
+    def concurrency(self) -> Outcome:
+        """nova-compute's concurrency mode, and whether we support it.
+
+        As Nova 34.0.0's ``nova.monkey_patch.patch(backend='threading')``
+        decides it for nova-compute: ``OS_NOVA_DISABLE_EVENTLET_PATCHING``
+        in the running service's environment, else ``[DEFAULT]
+        concurrency_backend``, else native threads.
+        """
+        env, where = _compute_environment(self.sysfs.proc_root)
+        backend = getattr(self.conf, 'concurrency_backend', 'auto')
+        if env:
+            native = env.lower() in ('1', 'true', 'yes')
+            how = 'OS_NOVA_DISABLE_EVENTLET_PATCHING=%s in %s' % (env, where)
+        else:
+            native = backend != 'eventlet'
+            how = '[DEFAULT] concurrency_backend = %s (%s)' % (backend, where)
+        if native:
+            return checks.Status.SUCCESS, 'native threads, supported: %s' \
+                % how
+        return (checks.Status.FAILURE, 'eventlet, not supported: a vdpa '
+                'kernel request asleep stops every green thread (%s); set '
+                'OS_NOVA_DISABLE_EVENTLET_PATCHING=1 for nova-compute' % how)
+
     def _devices(self) -> tuple[list[model.VdpaDevice],
                                 dict[str, model.DeviceConfig]]:
         with netlink.VdpaClient() as client:
@@ -278,6 +378,40 @@ class Host:
                 row['flows'] = [flows_mod.as_dict(f) for f in
                                 flows_mod.representor_flows(ctl, rep.detail)]
         return rows
+
+
+def _compute_environment(proc_root: str) -> tuple[str | None, str]:
+    """``OS_NOVA_DISABLE_EVENTLET_PATCHING`` of the running nova-compute.
+
+    :returns: its value (None when unset or unreadable) and where it was
+        looked for, as text.
+    """
+    try:
+        pids = [p for p in os.listdir(proc_root) if p.isdigit()]
+    except OSError:
+        return None, 'no /proc to find nova-compute in'
+    for pid in pids:
+        try:
+            with open(os.path.join(proc_root, pid, 'cmdline'), 'rb') as f:
+                cmdline = f.read().split(b'\0')
+        except OSError:
+            continue
+        if not any(os.path.basename(a) == b'nova-compute'
+                   for a in cmdline[:2]):
+            continue
+        try:
+            with open(os.path.join(proc_root, pid, 'environ'), 'rb') as f:
+                environ = f.read().split(b'\0')
+        except OSError:
+            return None, ('the environment of nova-compute (pid %s) is '
+                          'not readable' % pid)
+        for entry in environ:
+            key, _, value = entry.partition(b'=')
+            if key == b'OS_NOVA_DISABLE_EVENTLET_PATCHING':
+                return value.decode(errors='replace'), \
+                    'nova-compute (pid %s)' % pid
+        return None, 'unset in nova-compute (pid %s)' % pid
+    return None, 'no nova-compute process seen'
 
 
 def _port_of(name: str) -> str | None:

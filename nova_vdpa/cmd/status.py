@@ -15,13 +15,22 @@
 ``check``
     oslo.upgradecheck checks, table or ``--format json``: the vdpa kernel
     family, the vhost_vdpa driver, libvirt and QEMU versions, management
-    devices, Open vSwitch hw-offload and the integration bridge, switchdev,
-    representors and TC offload. Exit status 0 / 1 / 2 (success, warning,
-    failure), 255 for an unexpected error, as oslo.upgradecheck does.
+    devices, nova-compute's concurrency mode (native threads supported,
+    eventlet not), Open vSwitch hw-offload and the integration bridge,
+    switchdev, representors and TC offload. Exit status 0 / 1 / 2
+    (success, warning, failure), 255 for an unexpected error, as
+    oslo.upgradecheck does.
 ``inventory``
     one row per VF and vDPA device: management device, device, chardev,
     MAC, MTU, Neutron port (from our device name), instance (from libvirt,
     ``unknown`` when libvirt cannot say).
+``devices``
+    one row per device of ours: its port, instance and state - ``in use``,
+    ``kept`` (its guest is shut off), ``release waits for <process>`` (no
+    guest names it but a process holds it: a deferred release), or
+    ``orphan candidate`` (no guest names it, no holder seen). Guests are
+    found through libvirt's domains, holders through /proc; no node is
+    opened.
 ``ports``
     one row per allocated port: representor, ``ofport``, the VLAN tag the
     OVS agent set, the tunnel ports of br-tun, and the representor's
@@ -63,6 +72,11 @@ CLI_OPTS = [
                help='libvirt connection for versions and instances.'),
 ]
 
+#: Nova's own option (nova.monkey_patch reads it the same way), for the
+#: concurrency check
+CONCURRENCY_OPT = cfg.StrOpt('concurrency_backend', default='auto',
+                             choices=['auto', 'threading', 'eventlet'])
+
 
 def _result(code: int, details: str) -> Any:
     from oslo_upgradecheck import upgradecheck
@@ -96,6 +110,7 @@ def upgrade_commands(host: host_mod.Host) -> Any:
             ('libvirt and QEMU', lambda self: _result(*host.hypervisor())),
             ('management devices',
              lambda self: _result(*host.management_devices())),
+            ('concurrency mode', lambda self: _result(*host.concurrency())),
             ('Open vSwitch hw-offload',
              net('ovsdb hw-offload integration-bridge', 'not checked')),
             ('switchdev', net('switchdev', 'no VF to check')),
@@ -135,6 +150,8 @@ def _cell(value: Any) -> str:
 
 INVENTORY_COLUMNS = ['vf', 'mgmtdev', 'device', 'chardev', 'mac', 'mtu',
                      'port', 'instance']
+DEVICES_COLUMNS = ['device', 'port', 'mgmtdev', 'chardev', 'instance',
+                   'state']
 PORTS_COLUMNS = ['port', 'vf', 'representor', 'ofport', 'tag', 'plugged',
                  'tunnels', 'flows']
 
@@ -157,6 +174,11 @@ def cmd_inventory(host: host_mod.Host, fmt: str) -> int:
                     '(no network management device).')
 
 
+def cmd_devices(host: host_mod.Host, fmt: str) -> int:
+    return _listing(host.devices(), DEVICES_COLUMNS, fmt,
+                    'No vDPA device of nova-vdpa on this host.')
+
+
 def cmd_ports(host: host_mod.Host, fmt: str) -> int:
     rows = host.ports()
     if fmt != 'json':
@@ -170,7 +192,7 @@ def cmd_ports(host: host_mod.Host, fmt: str) -> int:
 
 
 COMMANDS = {'check': cmd_check, 'inventory': cmd_inventory,
-            'ports': cmd_ports}
+            'devices': cmd_devices, 'ports': cmd_ports}
 
 
 def _add_parsers(subparsers: Any) -> None:
@@ -186,9 +208,10 @@ def main(argv: list[str] | None = None,
     """Entry point of ``nova-vdpa-status``."""
     conf = cfg.ConfigOpts()
     conf.register_cli_opts(CLI_OPTS)
+    conf.register_opt(CONCURRENCY_OPT)
     conf.register_cli_opt(cfg.SubCommandOpt(
         'command', handler=_add_parsers,
-        help='check, inventory or ports'))
+        help='check, inventory, devices or ports'))
     conf(sys.argv[1:] if argv is None else argv, project='nova')
     command = conf.command.name
     host = host_factory(conf)

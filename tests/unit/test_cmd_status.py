@@ -66,6 +66,12 @@ class FakeHost:
     def management_devices(self):
         return 0, '1 VF(s)'
 
+    def concurrency(self):
+        return 0, 'native threads, supported'
+
+    def devices(self):
+        return self.inventory()
+
     def network_results(self):
         return self.network
 
@@ -97,7 +103,7 @@ class TestCheck(StatusTestCase):
         text = self.out.getvalue()
         for name in ('vdpa kernel support', 'vhost_vdpa driver',
                      'libvirt and QEMU', 'management devices',
-                     'Open vSwitch hw-offload', 'switchdev', 'representors',
+                     'concurrency mode', 'Open vSwitch hw-offload', 'switchdev', 'representors',
                      'hw-tc-offload'):
             self.assertIn('Check: %s' % name, text)
         self.assertTrue(self.host.closed)
@@ -212,3 +218,88 @@ class TestHostInventory(base.TestCase):
         with mock.patch.object(self.host, '_instances', return_value=None):
             rows = self.host.inventory()
         self.assertEqual('unknown', rows[0]['instance'])
+
+
+class TestHostDevices(base.TestCase):
+    """The real Host's devices listing: states from libvirt and /proc."""
+
+    def setUp(self):
+        super().setUp()
+        self.host = host_mod.Host(mock.Mock(libvirt_uri='test:///default'))
+        alloc = mock.Mock()
+        self.ports = ['0c1e5f44-5cf0-4b0e-9a55-3f3c5c5ad1c%d' % i
+                      for i in range(4)]
+        alloc.owned_devices.return_value = [
+            model.VdpaDevice('nvdpa-' + p, 'pci/0000:08:00.%d' % (i + 2), 1,
+                             None, 3, 256, None)
+            for i, p in enumerate(self.ports)]
+        self.host._allocator = alloc
+        self.useFixture(fixtures.MockPatchObject(
+            self.host, '_chardev',
+            side_effect=lambda name: '/dev/vhost-vdpa-%s' % name[-1]))
+        held = {'/dev/vhost-vdpa-2': [host_mod.sysfs_mod.Holder(
+            4242, 'qemu-system-x86_64 -name guest=instance-0002')]}
+        self.useFixture(fixtures.MockPatchObject(
+            self.host.sysfs, 'holders',
+            side_effect=lambda chardev, name: held.get(chardev, [])))
+
+    def test_states(self):
+        with mock.patch.object(self.host, '_domains', return_value={
+                '/dev/vhost-vdpa-0': ('vm0 (uuid0)', True),
+                '/dev/vhost-vdpa-1': ('vm1 (uuid1)', False)}):
+            rows = self.host.devices()
+        self.assertEqual(
+            [('in use', 'vm0 (uuid0)'),
+             ('kept (its guest is shut off)', 'vm1 (uuid1)'),
+             ('release waits for pid 4242 (qemu-system-x86_64 -name '
+              'guest=instance-0002)', None),
+             ('orphan candidate', None)],
+            [(r['state'], r['instance']) for r in rows])
+        self.assertEqual(self.ports, [r['port'] for r in rows])
+
+    def test_without_libvirt_nothing_is_called_an_orphan(self):
+        with mock.patch.object(self.host, '_domains', return_value=None):
+            rows = self.host.devices()
+        self.assertEqual({'unknown (libvirt did not answer)'},
+                         {r['state'] for r in rows})
+
+
+class TestConcurrency(base.TestCase):
+    """nova-compute's mode, read from its /proc entry and nova.conf."""
+
+    def setUp(self):
+        super().setUp()
+        self.proc = self.useFixture(fixtures.TempDir()).path
+        self.conf = mock.Mock(concurrency_backend='auto')
+        self.host = host_mod.Host(self.conf)
+        self.host.sysfs.proc_root = self.proc
+
+    def compute(self, *environ):
+        import os
+        pdir = os.path.join(self.proc, '321')
+        os.makedirs(pdir)
+        with open(os.path.join(pdir, 'cmdline'), 'wb') as f:
+            f.write(b'/usr/bin/python3\0/usr/bin/nova-compute\0')
+        with open(os.path.join(pdir, 'environ'), 'wb') as f:
+            f.write(b'\0'.join(e.encode() for e in environ))
+
+    def test_native_threads_from_the_environment(self):
+        self.compute('PATH=/bin', 'OS_NOVA_DISABLE_EVENTLET_PATCHING=1')
+        code, text = self.host.concurrency()
+        self.assertEqual(checks.Status.SUCCESS, code)
+        self.assertIn('native threads, supported', text)
+        self.assertIn('pid 321', text)
+
+    def test_eventlet_is_not_supported(self):
+        self.compute('OS_NOVA_DISABLE_EVENTLET_PATCHING=0')
+        code, text = self.host.concurrency()
+        self.assertEqual(checks.Status.FAILURE, code)
+        self.assertIn('eventlet, not supported', text)
+
+    def test_unset_follows_nova_conf(self):
+        self.compute('PATH=/bin')
+        self.assertEqual(checks.Status.SUCCESS, self.host.concurrency()[0])
+        self.conf.concurrency_backend = 'eventlet'
+        code, text = self.host.concurrency()
+        self.assertEqual(checks.Status.FAILURE, code)
+        self.assertIn('concurrency_backend = eventlet', text)
