@@ -103,8 +103,8 @@ class TestCheck(StatusTestCase):
         text = self.out.getvalue()
         for name in ('vdpa kernel support', 'vhost_vdpa driver',
                      'libvirt and QEMU', 'management devices',
-                     'concurrency mode', 'Open vSwitch hw-offload', 'switchdev', 'representors',
-                     'hw-tc-offload'):
+                     'concurrency mode', 'Open vSwitch hw-offload',
+                     'switchdev', 'representors', 'hw-tc-offload'):
             self.assertIn('Check: %s' % name, text)
         self.assertTrue(self.host.closed)
 

@@ -417,6 +417,20 @@ class TestMultiqueue(DesignerTestCase):
             nova_exception.FlavorImageConflict, design, specs=MQ,
             image_meta=image(hw_vif_multiqueue_enabled=False))
 
+    def test_queue_pairs_one_rule_for_device_and_xml(self):
+        # What the VIF driver asks the device for: Nova's count, the same
+        # max_queues cap as <driver queues>.
+        self.assertIsNone(designer.queue_pairs(flavor(8), image(), 3))
+        self.assertEqual(3, designer.queue_pairs(flavor(8, **MQ), image(), 3))
+        self.assertEqual(8, designer.queue_pairs(flavor(8, **MQ), None,
+                                                 None))
+        big = designer.Device(chardev=DEVICE.chardev, max_queue_pairs=16)
+        self.assertEqual(
+            designer.queue_pairs(flavor(8, **MQ), image(), 3),
+            design(device=big, vcpus=8, specs=MQ, max_queues=3).vhost_queues)
+        self.assertRaises(exception.InvalidVdpaInterfaceRequest,
+                          designer.queue_pairs, flavor(8, **MQ), image(), 0)
+
     def test_queues_in_xml(self):
         conf = design(vcpus=2, specs={'hw:vif_multiqueue_enabled': '1'})
         self.assertEqual({'queues': '2', 'page_per_vq': 'on'},
