@@ -107,6 +107,12 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
                 on_instance=True),
     PrivateName(comm.Future, 'set_exception',
                 'fails a waiting call at once'),
+    PrivateName(comm.Future, 'error',
+                'read: a call already failed is left alone',
+                on_instance=True),
+    PrivateName(comm.Future, 'data',
+                'read: a call already answered is left alone',
+                on_instance=True),
     PrivateName(daemon, 'ForkingClientChannel',
                 'a dead fork-started daemon is replaced by fork too'),
 )
@@ -130,14 +136,15 @@ def check(ctx: ty.Any = None, channel: ty.Any = None) -> None:
 
     :param ctx: a ``PrivContext`` and ``channel`` a started
         ``ClientChannel``, for the names set in ``__init__``; without
-        them those are skipped.
+        them those are skipped (a ``Future`` is made here).
     :raises: PrivsepIncompatible naming the first one missing.
     """
+    instances = {priv_context.PrivContext: ctx, comm.ClientChannel: channel,
+                 comm.Future: comm.Future(threading.Lock())}
     for entry in PRIVATE_NAMES:
         owner: ty.Any = entry.owner
         if entry.on_instance:
-            owner = ctx if entry.owner is priv_context.PrivContext \
-                else channel
+            owner = instances[entry.owner]
             if owner is None:
                 continue
         if not hasattr(owner, entry.name):
