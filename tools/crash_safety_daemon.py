@@ -251,6 +251,13 @@ def run(args):
             problems.append('round %d (%s): leaked %s, missing %s, half '
                             'made %s' % (rounds, what, leaked, missing,
                                          left))
+        # A round costs a daemon start (seconds to minutes under TCG):
+        # show each as it ends, in case the bed's timeout comes first.
+        print('round %d: %s %s, %.1f s after the kill; next call %s in '
+              '%.1f s; leaked %d, missing %d, half made %d'
+              % (rounds, what, r.outcome, killed_took[-1], outcome,
+                 next_took[-1], len(leaked), len(missing), len(left)),
+              flush=True)
     wall = time.monotonic() - t_start
     for p in list(have):
         alloc.release(p)
