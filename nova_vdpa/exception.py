@@ -282,3 +282,22 @@ class OffloadNotReady(NovaVdpaException):
     """
 
     msg_fmt = "VF %(vf_address)s cannot carry a vdpa port: %(reason)s"
+
+
+# --- The privsep daemon's channel (nova_vdpa.privsep.channel)
+
+class VdpaPrivsepDied(VdpaKernelError):
+    """The privsep daemon died (SIGKILL, the OOM killer) during a call.
+
+    Whether the kernel operation happened is unknown: the allocator reads
+    the device back and repairs it through a new daemon.
+    """
+
+    msg_fmt = ("the privsep daemon died during %(attribute)s of vDPA "
+               "device %(device)s (management device %(mgmtdev)s): "
+               "%(reason)s; the next call starts a new daemon")
+
+
+class PrivsepIncompatible(NovaVdpaException):
+    msg_fmt = ("nova-vdpa was checked against oslo.privsep %(release)s and "
+               "needs %(what)s, which this oslo.privsep does not have")

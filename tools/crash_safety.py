@@ -18,6 +18,10 @@ Root in the test bed (vdpa_sim_net loaded)::
     tools/testbed.py run -- .tox/functional/bin/python \\
         tools/crash_safety.py [--kills 200] [--ports 6] [--seed N]
 
+``--mode daemon`` and ``--mode daemon-unread`` kill the privsep daemon
+instead, while the allocating process lives on (no reconcile):
+:mod:`crash_safety_daemon` says how.
+
 A parent that has imported everything forks one victim per round (a
 Python start costs seconds under TCG; a fork costs milliseconds). The
 victim runs one to three operations on a few ports (allocate a new port,
@@ -399,9 +403,19 @@ def main():
     parser.add_argument('--step-share', type=float, default=0.5,
                         help='share of kills at a kernel write step; the '
                         'others at a random time')
+    parser.add_argument('--mode', default='allocator',
+                        choices=('allocator', 'daemon', 'daemon-unread'),
+                        help='what is killed: the allocating process, '
+                        'or only its privsep daemon (at a random time, '
+                        'or with a request unread)')
     args = parser.parse_args()
     if not 1 <= args.ports <= 16:
         parser.error('--ports is 1 to 16')
+    if args.mode != 'allocator':
+        logging.getLogger('nova_vdpa').setLevel(logging.ERROR)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import crash_safety_daemon
+        sys.exit(crash_safety_daemon.run(args))
     seed = args.seed if args.seed is not None else random.randrange(256)
     rng = random.Random(seed)
     # The allocator's info lines and the test-only option's warning would

@@ -66,6 +66,12 @@ Decisions, and what the kernel does that they rest on:
   holds. A kernel deletion is one netlink request: it happened or not.
 * **Serialisation.** Allocation is serialised per VF and per port, release
   per port (oslo.concurrency in-process locks, taken VF then port).
+* **A killed privsep daemon.** A call the daemon dies in (SIGKILL, the OOM
+  killer) fails with :class:`~nova_vdpa.exception.VdpaPrivsepDied` and
+  may have done part of its work: a creation can leave its device unbound
+  or on virtio_vdpa (with a host netdev). Without waiting for a restart's
+  reconcile, the allocation deletes the port's device at once through a
+  new daemon and raises; a release is made once more.
 """
 import atexit
 import dataclasses
@@ -407,22 +413,51 @@ class Allocator:
 
     def _create(self, name: str, mgmtdev: str, request: PortRequest,
                 queue_pairs: int | None) -> Allocation:
-        """Create and bind the port's device; read back in the same call."""
+        """Create and bind the port's device; read back in the same call.
+
+        :raises: VdpaPrivsepDied after deleting what the dead daemon left.
+        """
         mac = request.mac.lower()
         try:
-            made = nova_vdpa.privsep.vdpa.create_bound_device(
-                name, mgmtdev, mac=mac, mtu=request.mtu,
-                max_vq_pairs=queue_pairs)
-        except exception.VdpaAttributeNotSupported:
-            if queue_pairs is None:
-                raise
-            LOG.info('Management device %s refused max_vqp for %s; '
-                     'creating it with its default queue pairs.', mgmtdev,
-                     name)
-            made = nova_vdpa.privsep.vdpa.create_bound_device(
-                name, mgmtdev, mac=mac, mtu=request.mtu)
+            try:
+                made = nova_vdpa.privsep.vdpa.create_bound_device(
+                    name, mgmtdev, mac=mac, mtu=request.mtu,
+                    max_vq_pairs=queue_pairs)
+            except exception.VdpaAttributeNotSupported:
+                if queue_pairs is None:
+                    raise
+                LOG.info('Management device %s refused max_vqp for %s; '
+                         'creating it with its default queue pairs.',
+                         mgmtdev, name)
+                made = nova_vdpa.privsep.vdpa.create_bound_device(
+                    name, mgmtdev, mac=mac, mtu=request.mtu)
+        except exception.VdpaPrivsepDied:
+            self._delete_half_made(name)
+            raise
         return Allocation(chardev=made.chardev, owned=True,
                           device=made.device, config=made.config)
+
+    def _delete_half_made(self, name: str) -> None:
+        """Delete what a call the privsep daemon died in left of ``name``.
+
+        Its kernel work may have happened in part: a device created and
+        not bound yet (unbound, or probed by virtio_vdpa, which gives the
+        host a netdev), or made whole. Nobody was told its node, so nobody
+        holds it: it is deleted at once, through a new daemon, and the
+        caller gets the daemon's death. Should this fail too, the port's
+        next allocation, its release or the start-up reconcile finds it.
+        """
+        try:
+            nova_vdpa.privsep.vdpa.delete_device(name, self._delete_timeout)
+        except exception.VdpaDeviceNotFound:
+            return
+        except exception.NovaVdpaException as e:
+            LOG.error('vDPA device %s may be half made (the privsep daemon '
+                      'died while making it) and could not be deleted: %s',
+                      name, e)
+            return
+        LOG.warning('vDPA device %s was deleted: the privsep daemon died '
+                    'while making it.', name)
 
     def allocate(self, request: PortRequest) -> Allocation:
         """Make sure the port has its device, bound to vhost_vdpa.
@@ -434,7 +469,8 @@ class Allocator:
 
         :raises: VdpaPortRequestInvalid, VdpaManagementDeviceNotAllowed,
             VdpaAdoptedDeviceNotBound, VdpaStaleDeviceInUse,
-            VdpaKernelTimeout, and the kernel's typed errors
+            VdpaKernelTimeout, VdpaPrivsepDied (nothing left of the
+            device), and the kernel's typed errors
             (VdpaNoSpace: the VF already has a device;
             VdpaManagementDeviceNotFound: no vDPA on that VF).
         """
@@ -495,7 +531,11 @@ class Allocator:
         if self._sysfs.driver(name) == sysfs_mod.VHOST_VDPA:
             return Allocation(chardev=self._sysfs.chardev(name), owned=True,
                               device=device, config=config)
-        chardev = nova_vdpa.privsep.vdpa.bind_device(name)
+        try:
+            chardev = nova_vdpa.privsep.vdpa.bind_device(name)
+        except exception.VdpaPrivsepDied:
+            self._delete_half_made(name)
+            raise
         found = self._allocation(port_id, vf, name, owned=True,
                                  chardev=chardev)
         if found is None:
@@ -512,6 +552,9 @@ class Allocator:
         success. Serialised with :meth:`allocate` per port.
 
         :param vf_address: for messages only; the device is found by name.
+        A call the privsep daemon died in is made once more, through a
+        new daemon.
+
         :raises: VdpaDeviceInUse (a process holds it; nothing waits),
             VdpaDeleteTimeout, VdpaKernelTimeout, VdpaDeviceNotOurs
         """
@@ -524,12 +567,22 @@ class Allocator:
             # holder, and deletes it, in one job under the deletion's
             # deadline. A read known to be stuck still fails this at once.
             self._reader.check(name, '-', 'delete')
-            try:
-                nova_vdpa.privsep.vdpa.delete_device(
-                    name, self._delete_timeout,
-                    management_devices=sorted(self._allowed))
-            except exception.VdpaDeviceNotFound:
-                return
+            for attempt in (1, 2):
+                try:
+                    nova_vdpa.privsep.vdpa.delete_device(
+                        name, self._delete_timeout,
+                        management_devices=sorted(self._allowed))
+                except exception.VdpaDeviceNotFound:
+                    return
+                except exception.VdpaPrivsepDied as e:
+                    # One netlink request: it happened or not. Once more,
+                    # through a new daemon.
+                    if attempt == 2:
+                        raise
+                    LOG.warning('Releasing vDPA device %s again: %s', name,
+                                e)
+                    continue
+                break
             LOG.debug('Released vDPA device %s of port %s (VF %s).', name,
                       port_id, vf_address or '-')
 
@@ -556,7 +609,8 @@ class Allocator:
         device of ours (:meth:`owned_devices`) whose port is not expected
         is deleted unless a process holds it (then it is left, and
         nothing waits). Devices without our prefix are never touched. One
-        failure never stops the rest. Run it before anything else
+        failure, of any kind, never stops the rest (an unexpected one is
+        logged with its traceback). Run it before anything else
         allocates (``init_host``): a device being made meanwhile for a
         port outside ``expected`` would count as an orphan.
 
@@ -581,6 +635,12 @@ class Allocator:
             except exception.NovaVdpaException as e:
                 result.failed[request.port_id] = str(e)
                 continue
+            except Exception as e:  # a bug: logged, the others go on
+                LOG.exception('Reconciling the vDPA device of port %s',
+                              request.port_id)
+                result.failed[request.port_id] = '%s: %s' % (
+                    type(e).__name__, e)
+                continue
             if not found.owned or before == (found.device, found.config,
                                              sysfs_mod.VHOST_VDPA):
                 result.kept.append(found.name)
@@ -600,6 +660,11 @@ class Allocator:
                 continue
             except exception.NovaVdpaException as e:
                 result.failed[device.name] = str(e)
+                continue
+            except Exception as e:  # a bug: logged, the others go on
+                LOG.exception('Reconciling vDPA device %s', device.name)
+                result.failed[device.name] = '%s: %s' % (type(e).__name__,
+                                                         e)
                 continue
             result.deleted.append(device.name)
         for key, error in sorted(result.failed.items()):

@@ -37,7 +37,8 @@ ours:
   update retries.
 
 Nothing here fails nova-compute's start: a bad port is logged with its
-instance, a kernel error is logged, and the service goes on.
+instance (with its traceback when the error is not one of ours), a kernel
+error is logged, and the service goes on with the other ports.
 """
 
 import typing as ty
@@ -136,8 +137,14 @@ def expected_requests(driver: ty.Any, host: str,
     simulated = sorted(vif_driver.simulated_vfs)
     for uuid, instance in instances.items():
         try:
-            for vif_obj in _vdpa_vifs(vif_driver, instance):
-                owners[vif_obj.id] = instance
+            vif_objs = _vdpa_vifs(vif_driver, instance)
+        except Exception as e:  # one bad instance never stops the start
+            LOG.error('The vdpa ports of this instance are not reconciled: '
+                      '%s', e, instance=instance)
+            continue
+        for vif_obj in vif_objs:
+            owners[vif_obj.id] = instance
+            try:
                 if uuid in migrating:
                     request = _as_it_is(allocator,
                                         [vif_obj.dev_address] + simulated,
@@ -146,10 +153,15 @@ def expected_requests(driver: ty.Any, host: str,
                         continue
                 else:
                     request = _request(vif_driver, instance, vif_obj)
-                requests.append(request)
-        except Exception as e:  # one bad instance never stops the start
-            LOG.error('The vdpa ports of this instance are not reconciled: '
-                      '%s', e, instance=instance)
+            except exception.NovaVdpaException as e:
+                LOG.error('vdpa port %s is not reconciled: %s', vif_obj.id,
+                          e, instance=instance)
+                continue
+            except Exception:  # one bad port never stops the others
+                LOG.exception('vdpa port %s is not reconciled', vif_obj.id,
+                              instance=instance)
+                continue
+            requests.append(request)
     return requests, owners
 
 

@@ -14,7 +14,9 @@
 
 Holds the single privsep context and the narrow functions that need it.
 Every check on the arguments happens before escalation, in the unprivileged
-caller; the entrypoints take primitive arguments only.
+caller; the entrypoints take primitive arguments only. Every call goes
+through :func:`nova_vdpa.privsep.channel.call`, which fails it at once,
+typed, when the daemon dies and starts a new daemon for the next one.
 
 Capabilities, as measured on the test bed's 6.12 kernel (see
 tests/functional/test_kernel_privsep.py and the release note):

@@ -23,6 +23,7 @@ from oslo_privsep import comm
 
 from nova_vdpa.kernel import vhost
 from nova_vdpa import privsep
+from nova_vdpa.privsep import channel
 from nova_vdpa.privsep import vdpa
 
 _ACTION = 'read the vhost backend of'
@@ -38,7 +39,9 @@ def read_backend(name: str) -> vhost.Backend:
     """
     vdpa.check_ours(name, None, _ACTION)
     try:
-        return vhost.Backend(*_read_backend(name))
+        return vhost.Backend(*channel.call(
+            privsep.vdpa_pctxt, _read_backend, name, action=_ACTION,
+            device=name))
     except comm.PrivsepTimeout:
         raise vdpa._timeout_error(name, '-', _ACTION, vdpa.CALL_TIMEOUT)
 

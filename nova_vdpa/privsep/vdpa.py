@@ -37,6 +37,7 @@ from nova_vdpa.kernel import validate
 # Not "import nova_vdpa.privsep": the package imports this module while
 # it is itself being imported (see its end).
 from nova_vdpa import privsep
+from nova_vdpa.privsep import channel
 
 #: prefix of every device nova-vdpa creates; the Neutron port UUID follows
 DEVICE_PREFIX = 'nvdpa-'
@@ -162,8 +163,9 @@ def create_device(name: str, mgmtdev: str, mac: str | None = None,
                          device_features)
     check_ours(name, mgmtdev, 'create')
     try:
-        _create_device(name, mgmtdev, mac, mtu, max_vq_pairs,
-                       device_features)
+        channel.call(privsep.vdpa_pctxt, _create_device, name, mgmtdev,
+                     mac, mtu, max_vq_pairs, device_features,
+                     action='create', device=name, mgmtdev=mgmtdev)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, mgmtdev, 'create', CALL_TIMEOUT)
 
@@ -202,8 +204,10 @@ def create_bound_device(name: str, mgmtdev: str, mac: str | None = None,
     validate.create_args(name, mgmtdev, mac, mtu, max_vq_pairs, None)
     check_ours(name, mgmtdev, 'create')
     try:
-        chardev, device, config = _create_bound_device(
-            name, mgmtdev, mac, mtu, max_vq_pairs)
+        chardev, device, config = channel.call(
+            privsep.vdpa_pctxt, _create_bound_device, name, mgmtdev, mac,
+            mtu, max_vq_pairs, action='create', device=name,
+            mgmtdev=mgmtdev)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, mgmtdev, 'create', CALL_TIMEOUT)
     return BoundDevice(chardev, model.VdpaDevice(**device),
@@ -235,7 +239,8 @@ def bind_device(name: str) -> str:
     validate.device_name(name)
     check_ours(name, None, 'bind')
     try:
-        return _bind_device(name)
+        return channel.call(privsep.vdpa_pctxt, _bind_device, name,
+                            action='bind', device=name)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, '-', 'bind', CALL_TIMEOUT)
 
@@ -268,7 +273,9 @@ def delete_device(name: str, timeout: float,
         validate.mgmtdev_handle(handle)
     check_ours(name, None, 'delete')
     try:
-        _delete_device(name, float(timeout), list(management_devices))
+        channel.call(privsep.vdpa_pctxt, _delete_device, name,
+                     float(timeout), list(management_devices),
+                     action='delete', device=name)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, '-', 'delete', DELETE_CALL_TIMEOUT)
 

@@ -50,9 +50,11 @@ from nova_vdpa.compute import driver as vdpa_driver
 from nova_vdpa.compute import overrides
 from nova_vdpa.compute import vif as vdpa_vif
 from nova_vdpa import conf as vdpa_conf
+from nova_vdpa import exception
 from nova_vdpa.kernel import devlink
 from nova_vdpa.kernel import netdev
 from nova_vdpa.network import ovsdb
+from nova_vdpa.privsep import channel as privsep_channel
 from tests.unit.compute import kernels
 from tests.unit import fake_kernel
 from tests.unit import fake_network
@@ -363,6 +365,28 @@ class TestVif(DriverTestCase):
         self.assertIn(uuids.port, ex.format_message())
         self.assertNotIn(VFS[3], ex.format_message())
         self.assertEqual({}, self.kernel.devices)
+
+    def test_privsep_daemon_killed_in_the_creation_reschedules(self):
+        # The daemon created and bound the device, then died before its
+        # reply: the allocator deletes the device through a new daemon.
+        real = privsep_channel.call
+        calls = []
+
+        def call(ctx, entrypoint, *args, **kwargs):
+            result = real(ctx, entrypoint, *args, **kwargs)
+            calls.append(entrypoint.__name__)
+            if len(calls) == 1:
+                raise exception.VdpaPrivsepDied(
+                    device=args[0], mgmtdev='-', attribute='create',
+                    reason='killed by the test')
+            return result
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.channel.call', call))
+        ex = self.assertRaises(nova_exception.ComputeResourcesUnavailable,
+                               self.get_config, make_vif())
+        self.assertIn(uuids.port, ex.format_message())
+        self.assertEqual({}, self.kernel.devices)
+        self.assertEqual(['_create_bound_device', '_delete_device'], calls)
 
     def test_non_vdpa_vif_goes_to_nova(self):
         vif = make_vif()

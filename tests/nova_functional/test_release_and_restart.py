@@ -328,6 +328,32 @@ class TestRestart(VdpaServersBase):
         self.assertIn('1 created, 0 kept, 0 deleted, 0 held, 1 failed',
                       self.log())
 
+    def test_an_unexpected_error_on_one_port_does_not_stop_the_others(self):
+        # A bug (not one of our typed errors) while the first port's
+        # device is made: logged with its traceback, the second port
+        # still gets its device and nova-compute starts.
+        self.reboot_host()
+        bad = self.ports[0]['id']
+        cls = type(self.driver().vdpa_allocator)
+        real = cls.allocate
+
+        def allocate(allocator, request):
+            if request.port_id == bad:
+                raise KeyError('a bug in the allocator')
+            return real(allocator, request)
+
+        with mock.patch.object(cls, 'allocate', allocate):
+            self.restart_compute_service('compute-0')
+        self.assertEqual([vdpa_allocator.device_name(self.ports[1]['id'])],
+                         sorted(self.ours()))
+        self.assertIn('Reconciling the vDPA device of port %s' % bad,
+                      self.log())
+        self.assertIn("KeyError: 'a bug in the allocator'", self.log())
+        self.assertEqual([self.servers[0]['id']],
+                         self.instance_of('could not be made at start-up'))
+        self.assertIn('1 created, 0 kept, 0 deleted, 0 held, 1 failed',
+                      self.log())
+
 
 class TestRestartDuringMigration(VdpaServersBase):
     """Neither host of an unconfirmed migration loses the port's device."""

@@ -762,3 +762,160 @@ class TestStuckKernel(AllocatorTestCase):
         b = alloc.allocate(self.request(port=PORT_B))
         self.assertEqual(['nvdpa-' + PORT_B], self.names())
         self.assertEqual(b, alloc.lookup(PORT_B, SIM_VF))
+
+
+class _Killed(BaseException):
+    """The daemon's end at a kernel write: no handler of ours runs."""
+
+
+class TestPrivsepDaemonKilled(AllocatorTestCase):
+    """The privsep daemon SIGKILLed in a call: typed, nothing half made.
+
+    The call's kernel work runs in-process up to the kill, a count of the
+    fake kernel's writes (netlink DEV_NEW and DEV_DEL, sysfs writes); the
+    channel then fails the call as it does for a dead daemon. That a real
+    daemon's death becomes VdpaPrivsepDied is
+    tests/unit/test_privsep_channel.py's, and the bed kills nova-vdpa's
+    own daemon (tests/functional/test_privsep_daemon_killed.py).
+    """
+
+    #: a creation's writes: DEV_NEW (a new device autoprobes to
+    #: virtio_vdpa, as in the bed), driver_override, virtio_vdpa/unbind,
+    #: drivers_probe
+    CREATE_WRITES = 4
+
+    def setUp(self):
+        super().setUp()
+        #: one per privileged call, in order: die after that many writes
+        #: of the call (0: before any), 'reply' (all done, the reply
+        #: lost) or None (the daemon lives)
+        self.plans = []
+        self.writes_left = None
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.channel.call', self.channel_call))
+        real_handle = self.kernel.handle
+
+        def handle(cmd, attrs, dump):
+            out = real_handle(cmd, attrs, dump)
+            if cmd in (netlink.VDPA_CMD_DEV_NEW, netlink.VDPA_CMD_DEV_DEL):
+                self.wrote()
+            return out
+        self.kernel.handle = handle
+        real_write = fake_kernel.FakeSysfs._write
+
+        def write(sysfs_, path, value):
+            real_write(sysfs_, path, value)
+            self.wrote()
+        self.useFixture(fixtures.MonkeyPatch(
+            'tests.unit.fake_kernel.FakeSysfs._write', write))
+
+    def wrote(self):
+        if self.writes_left is None:
+            return
+        self.writes_left -= 1
+        if self.writes_left == 0:
+            self.writes_left = None
+            raise _Killed()
+
+    def channel_call(self, ctx, entrypoint, *args, action, device,
+                     mgmtdev='-'):
+        plan = self.plans.pop(0) if self.plans else None
+        died = exception.VdpaPrivsepDied(
+            device=device, mgmtdev=mgmtdev, attribute=action,
+            reason='killed by the test (%s)' % plan)
+        if plan is None:
+            return entrypoint(*args)
+        if plan == 0:
+            raise died
+        if plan == 'reply':
+            entrypoint(*args)
+            raise died
+        self.writes_left = plan
+        try:
+            return entrypoint(*args)
+        except _Killed:
+            raise died
+        finally:
+            self.writes_left = None
+
+    def assertWhole(self, name):
+        self.assertEqual([name], self.names())
+        self.assertEqual(sysfs.VHOST_VDPA, self.sysfs.driver(name))
+        self.assertEqual(MAC, self.client.get_config(name).mac)
+
+    def test_killed_in_a_creation_leaves_no_device(self):
+        name = allocator.device_name(PORT_A)
+        for plan in list(range(self.CREATE_WRITES + 1)) + ['reply']:
+            self.plans = [plan]
+            self.assertRaises(exception.VdpaPrivsepDied, self.alloc.allocate,
+                              self.request())
+            self.assertEqual([], self.names(), plan)
+            self.assertEqual([], self.plans)
+            # The next call makes it whole.
+            self.alloc.allocate(self.request())
+            self.assertWhole(name)
+            self.alloc.release(PORT_A)
+        self.assertIn('was deleted: the privsep daemon died while making '
+                      'it', self.log.output)
+
+    def test_killed_in_a_binding_leaves_no_unbound_device(self):
+        # A crash before the binding left the device on virtio_vdpa; the
+        # daemon dies again while the allocation binds it.
+        name = allocator.device_name(PORT_A)
+        for plan in (0, 1, 2, 'reply'):
+            self.client.create_device(name, 'vdpasim_net', mac=MAC)
+            self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver(name))
+            self.plans = [plan]
+            self.assertRaises(exception.VdpaPrivsepDied, self.alloc.allocate,
+                              self.request())
+            self.assertEqual([], self.names(), plan)
+        self.alloc.allocate(self.request())
+        self.assertWhole(name)
+
+    def test_a_repair_that_dies_too_is_left_to_the_next_call(self):
+        name = allocator.device_name(PORT_A)
+        # Killed after the unbind, and again before the repair's delete.
+        self.plans = [3, 0]
+        self.assertRaises(exception.VdpaPrivsepDied, self.alloc.allocate,
+                          self.request())
+        self.assertEqual([name], self.names())
+        self.assertIsNone(self.sysfs.driver(name))
+        self.assertIn('may be half made', self.log.output)
+        self.alloc.allocate(self.request())
+        self.assertWhole(name)
+
+    def test_killed_in_a_release_is_released_once_more(self):
+        for plan in (0, 1, 'reply'):
+            self.alloc.allocate(self.request())
+            self.plans = [plan]
+            self.alloc.release(PORT_A)
+            self.assertEqual([], self.names(), plan)
+            self.assertEqual([], self.plans)
+        # Killed twice: the caller is told, the device is whole.
+        self.alloc.allocate(self.request())
+        self.plans = [0, 0]
+        self.assertRaises(exception.VdpaPrivsepDied, self.alloc.release,
+                          PORT_A)
+        self.assertWhole(allocator.device_name(PORT_A))
+
+    def test_reconcile_goes_on_past_any_error(self):
+        real = self.alloc.allocate
+
+        def allocate(request):
+            if request.port_id == PORT_A:
+                raise KeyError('a bug')
+            return real(request)
+        self.alloc.allocate = allocate
+        self.plans = [None, 0]
+        r = self.alloc.reconcile([
+            self.request(), self.request(port=PORT_B, vf=HW_VF,
+                                         mac='fa:16:3e:00:00:02'),
+            self.request(port='5b7d5f1e-3c56-4d5e-9a43-2f0c1b9e7a09',
+                         mac='fa:16:3e:00:00:09')])
+        self.assertEqual("KeyError: 'a bug'", r.failed[PORT_A])
+        self.assertIn('the privsep daemon died',
+                      r.failed['5b7d5f1e-3c56-4d5e-9a43-2f0c1b9e7a09'])
+        self.assertEqual(['nvdpa-' + PORT_B], r.created)
+        self.assertIn('Reconciling the vDPA device of port %s' % PORT_A,
+                      self.log.output)
+        self.assertIn('Traceback', self.log.output)
