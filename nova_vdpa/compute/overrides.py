@@ -74,10 +74,13 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName(
         'nova.virt.libvirt.driver', 'LibvirtDriver',
         '_live_migration_operation',
-        'relied on: calls _detach_direct_passthrough_vifs, then builds the '
+        'overridden: wrapped, with its signature (context, instance, dest, '
+        'block_migration, migrate_data, guest, device_names); relied on to '
+        'call _detach_direct_passthrough_vifs, then build the '
         "destination's interfaces with vif_driver.get_config(vif=<the "
-        "destination VIF>), whose binding profile carries our record of a "
-        "port that migrates without hot-unplug"),
+        "destination VIF>), in the calling thread: the wrapper decides "
+        'which vdpa ports stay and lets get_config read their records '
+        'only meanwhile'),
     PrivateName(
         'nova.virt.libvirt.driver', 'LibvirtDriver', '_host',
         "used: the driver's libvirt Host, given to the VIF driver and used "

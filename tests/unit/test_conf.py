@@ -90,7 +90,8 @@ class TestConf(base.TestCase):
         groups = dict((g.name, opts) for g, opts in conf.list_opts())
         self.assertEqual({'nova_vdpa', 'nova_vdpa_privileged'}, set(groups))
         self.assertEqual({'management_devices', 'simulated_vfs',
-                          'delete_timeout', 'offload_checks'},
+                          'delete_timeout', 'offload_checks',
+                          'live_migration_without_unplug'},
                          {o.name for o in groups['nova_vdpa']})
         for opt in groups['nova_vdpa']:
             self.assertIn('Possible values', opt.help)
