@@ -37,9 +37,10 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
   again, and the destination releases the devices of a migration that
   failed (``rollback_live_migration_at_destination``, or the periodic
   update below), by migration (:mod:`nova_vdpa.compute.incoming`);
-* it registers the ``[nova_vdpa]`` options and checks the private Nova
-  names it relies on (:mod:`nova_vdpa.compute.overrides`) when it is
-  constructed, not when it is imported;
+* it refuses nova-compute's eventlet mode, with one ERROR line saying
+  what to set, registers the ``[nova_vdpa]`` options and checks the
+  private Nova names it relies on (:mod:`nova_vdpa.compute.overrides`)
+  when it is constructed, not when it is imported;
 * with ``[nova_vdpa] offload_checks``, ``init_host`` logs a summary of the
   host's offload checks (:mod:`nova_vdpa.network.checks`); it never fails
   the service;
@@ -109,6 +110,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
     """Nova's libvirt driver, creating a vDPA device per vdpa port."""
 
     def __init__(self, virtapi: ty.Any, read_only: bool = False) -> None:
+        overrides.check_concurrency_mode()
         vdpa_conf.register_opts(CONF)
         super().__init__(virtapi, read_only)
         overrides.check(self)

@@ -74,6 +74,15 @@ class _SafetyBase(test_lifecycle.LiveMigrationWithoutUnplugTest):
 
         driver.pre_live_migration = pre_live_migration
 
+    def _wait_for(self, predicate):
+        # as Nova's _wait_for_migration_status: poll, never assert a time;
+        # longer, for a migration that restarts a service meanwhile
+        for _ in range(600):
+            if predicate():
+                return
+            time.sleep(0.1)
+        self.fail('timed out')
+
     def _migrations(self):
         return [m for m in self.api.get_migrations()
                 if m['instance_uuid'] == self.server['id']
@@ -280,14 +289,6 @@ class TrackingTest(_SafetyBase):
         self.assertEqual([], self.computes['dest'].driver.vdpa_incoming
                          .migrations())
 
-    def _wait_for(self, predicate):
-        # as Nova's _wait_for_migration_status: poll, never assert a time
-        for _ in range(100):
-            if predicate():
-                return
-            time.sleep(0.1)
-        self.fail('timed out')
-
 
 class RestartTest(_SafetyBase):
     """A restart of the destination before QEMU opens the device."""
@@ -318,7 +319,11 @@ class RestartTest(_SafetyBase):
             return real(dom, dconnuri, params, flags)
 
         self.migrate_stub = restart_then_migrate
-        server = self._live_migrate(self.server)
+        self.api.post_server_action(self.server['id'], {'os-migrateLive': {
+            'host': None, 'block_migration': 'auto'}})
+        self._wait_for(lambda: [m for m in self._migrations()
+                                if m['status'] == 'completed'])
+        server = self._wait_for_state_change(self.server, 'ACTIVE')
         cached, used = seen['vfs']
         self.assertNotEqual(cached, used)
         self.assertTrue(seen['kept'])
