@@ -30,7 +30,7 @@ ours:
   it is (kept, never deleted, never moved); a missing one is left to the
   migration's own ``get_config``. The devices kept for a live migration
   to this host are remembered again as prepared by that migration
-  (:class:`~nova_vdpa.compute.migration.Incoming`), so that the periodic
+  (:class:`~nova_vdpa.compute.incoming.Incoming`), so that the periodic
   update releases them if Nova marks it failed;
 * :meth:`~nova_vdpa.allocator.Allocator.reconcile` then creates what is
   missing and deletes devices of ours that no expected port names and no
