@@ -185,6 +185,34 @@ Related options:
 * ``offload_checks``
 * ``[os_vif_ovs] ovsdb_connection``
 """),
+    cfg.BoolOpt(
+        'live_migration_without_unplug',
+        default=False,
+        help="""
+Live-migrate vdpa ports without unplugging them from the guest.
+
+Upstream Nova live-migrates a guest with vdpa ports by detaching them on
+the source and attaching them again on the destination: the guest loses
+those NICs meanwhile. When this option is enabled on both hosts and
+QEMU 10.0 or later runs on both, nova-vdpa instead makes the port's vDPA
+device on the destination before the migration, checks that it can be
+suspended and isolate its control queue, checks that the source's device
+offers the same queue pairs, features and MTU, and lets QEMU migrate the
+interface with the guest. Any port that fails a check takes upstream's
+path, with the reason logged at INFO; a migration is never failed for it.
+On the destination, the option decides whether devices are prepared and
+recorded; on the source, whether a recorded port may stay in the guest.
+
+Possible values:
+
+* False (default): upstream's path (hot-unplug on the source, plug on the
+  destination) for every vdpa port.
+* True: vdpa ports that both hosts can migrate stay in the guest.
+
+Related options:
+
+* ``[libvirt] live_migration_*`` (Nova's migration settings, unchanged)
+"""),
 ]
 
 privileged_group = cfg.OptGroup(

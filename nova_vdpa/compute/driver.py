@@ -30,17 +30,21 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
 * the detaches Nova makes before a suspend and a live migration
   (``_detach_direct_passthrough_ports``, ``_detach_direct_passthrough_vifs``)
   keep the devices: the ports stay bound to the host;
-* a live migration leaves a vdpa port in the guest, instead of detaching
-  it, when both hosts can migrate it (:mod:`nova_vdpa.compute.migration`):
+* with ``[nova_vdpa] live_migration_without_unplug``, a live migration
+  leaves a vdpa port in the guest, instead of detaching it, when both
+  hosts can migrate it (:mod:`nova_vdpa.compute.migration`):
   ``pre_live_migration`` makes the destination's devices and records them
-  in the migration data, ``_detach_direct_passthrough_vifs`` skips those
-  ports, ``_reattach_instance_vifs`` does not attach them again, and the
-  destination releases the devices of a migration that failed
-  (``rollback_live_migration_at_destination``, or the periodic update
-  below);
-* it registers the ``[nova_vdpa]`` options and checks the private Nova
-  names it relies on (:mod:`nova_vdpa.compute.overrides`) when it is
-  constructed, not when it is imported;
+  in the migration data, ``_live_migration_operation`` decides on the
+  source which ports stay and lets the VIF driver read their records while
+  Nova builds the destination XML, ``_detach_direct_passthrough_vifs``
+  skips those ports, ``_reattach_instance_vifs`` does not attach them
+  again, and the destination releases the devices of a migration that
+  failed (``rollback_live_migration_at_destination``, or the periodic
+  update below), by migration (:mod:`nova_vdpa.compute.incoming`);
+* it refuses nova-compute's eventlet mode, with one ERROR line saying
+  what to set, registers the ``[nova_vdpa]`` options and checks the
+  private Nova names it relies on (:mod:`nova_vdpa.compute.overrides`)
+  when it is constructed, not when it is imported;
 * with ``[nova_vdpa] offload_checks``, ``init_host`` logs a summary of the
   host's offload checks (:mod:`nova_vdpa.network.checks`); it never fails
   the service;
@@ -55,6 +59,7 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
   devices of failed incoming live migrations: no thread of our own.
 """
 
+import contextlib
 import typing as ty
 
 from nova import context as nova_context
@@ -67,6 +72,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_vdpa import allocator as vdpa_allocator
+from nova_vdpa.compute import incoming
 from nova_vdpa.compute import inventory
 from nova_vdpa.compute import migration
 from nova_vdpa.compute import overrides
@@ -111,12 +117,16 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
     """Nova's libvirt driver, creating a vDPA device per vdpa port."""
 
     def __init__(self, virtapi: ty.Any, read_only: bool = False) -> None:
+        overrides.check_concurrency_mode()
         vdpa_conf.register_opts(CONF)
         super().__init__(virtapi, read_only)
         overrides.check(self)
         self.vdpa_allocator = allocator_factory(**_allocator_options(CONF))
         #: live migrations this host prepared as their destination
-        self.vdpa_incoming = migration.Incoming()
+        self.vdpa_incoming = incoming.Incoming()
+        #: [nova_vdpa] live_migration_without_unplug
+        self.vdpa_without_unplug = migration.enabled(CONF)
+        self.vdpa_hostname: str = CONF.host
         #: the last VFs typed vdpa, for periods the kernel cannot answer
         self.vdpa_typing = inventory.LastTyping()
         group = CONF[option_group()]
@@ -128,6 +138,8 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
                 _allocator_options(CONF).get('simulated_vfs', ())))
 
     def init_host(self, host: str) -> None:
+        #: this compute service's host name (its migrations' dest_compute)
+        self.vdpa_hostname = host
         super().init_host(host)
         startup.reconcile(self, host)
         if self.vif_driver.offload_checks:
@@ -143,7 +155,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
 
         First the devices of incoming live migrations that failed.
         """
-        migration.sweep(self, CONF.host)
+        incoming.sweep(self, self.vdpa_hostname)
         try:
             self.vif_driver.releases.retry()
         except Exception:  # the resource update must go on
@@ -227,7 +239,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         by ``post_live_migration_at_source``'s unplug once the source guest
         is gone, reattached by ``rollback_live_migration_at_source``.
         """
-        staying = migration.staying_vifs(self, instance, migrate_data)
+        staying = migration.staying_ports()
         if staying:
             migrate_data = migrate_data.obj_clone()
             migrate_data.vifs = [v for v in migrate_data.vifs
@@ -235,6 +247,21 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         with self.vif_driver.keeping_devices(instance.uuid):
             super()._detach_direct_passthrough_vifs(context, migrate_data,
                                                     instance)
+
+    def _live_migration_operation(self, context, instance, dest,
+                                  block_migration, migrate_data, guest,
+                                  device_names):
+        """Nova's, deciding first which vdpa ports stay in the guest.
+
+        Nova's detaches the other ports and builds the destination XML in
+        this thread: only meanwhile may the VIF driver build a port's
+        interface from the destination's record.
+        """
+        with migration.building_destination_xml(self, instance,
+                                                migrate_data):
+            return super()._live_migration_operation(
+                context, instance, dest, block_migration, migrate_data,
+                guest, device_names)
 
     def _reattach_instance_vifs(self, context, instance, network_info):
         """Nova's, for the vdpa interfaces the guest does not have.
@@ -266,7 +293,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         migrate_data = super().pre_live_migration(
             context, instance, block_device_info, network_info, disk_info,
             migrate_data)
-        migration.prepare_destination(self, instance, migrate_data)
+        migration.prepare_destination(self, context, instance, migrate_data)
         return migrate_data
 
     def post_live_migration_at_destination(self, context, instance,
@@ -277,21 +304,36 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         super().post_live_migration_at_destination(
             context, instance, network_info, block_migration,
             block_device_info)
-        self.vdpa_incoming.pop(instance.uuid)
+        self.vdpa_incoming.forget_instance(instance.uuid)
 
     def rollback_live_migration_at_destination(self, context, instance,
                                                network_info,
                                                block_device_info,
                                                destroy_disks=True,
                                                migrate_data=None):
-        """Nova's (whose unplug releases); then what the sweep would."""
+        """Nova's (whose unplug releases); then what the sweep would.
+
+        Nova's unplug keeps the devices while another migration of the
+        instance to this host is prepared (a quick re-migration, prepared
+        before this rollback arrived); of this migration's devices, only
+        those no other prepared migration holds are released.
+        """
+        this = migration.migration_uuid(migrate_data)
+        prepared = self.vdpa_incoming.of_instance(instance.uuid)
+        ending = [this] if this is not None else prepared
+        others = set(prepared) - set(ending)
+        keeping = (self.vif_driver.keeping_devices(instance.uuid) if others
+                   else contextlib.nullcontext())
         try:
-            super().rollback_live_migration_at_destination(
-                context, instance, network_info, block_device_info,
-                destroy_disks, migrate_data)
+            with keeping:
+                super().rollback_live_migration_at_destination(
+                    context, instance, network_info, block_device_info,
+                    destroy_disks, migrate_data)
         finally:
-            for port_id, vf in self.vdpa_incoming.pop(instance.uuid):
-                self.vif_driver.release(instance, port_id, vf)
+            for uuid in ending:
+                with self.vdpa_incoming.ending(uuid) as ports:
+                    for port_id, vf in ports:
+                        self.vif_driver.release(instance, port_id, vf)
 
 
 def _vf_of(mgmtdev: str) -> str:

@@ -16,13 +16,20 @@ Each entry was checked against :data:`NOVA_RELEASE`. A Nova upgrade that
 renames or removes one of them would otherwise fail quietly (an override
 that is never called, an attribute that is never read), so
 :func:`check` runs when the driver starts and refuses to start instead.
+So does :func:`check_concurrency_mode`, for the one mode of Nova's we
+cannot run in: eventlet.
 """
 
 import dataclasses
 import importlib
 import typing as ty
 
+import nova.utils as nova_utils
+from oslo_log import log as logging
+
 from nova_vdpa import exception
+
+LOG = logging.getLogger(__name__)
 
 #: The Nova release every entry below was read against.
 NOVA_RELEASE = '34.0.0'
@@ -74,10 +81,13 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
     PrivateName(
         'nova.virt.libvirt.driver', 'LibvirtDriver',
         '_live_migration_operation',
-        'relied on: calls _detach_direct_passthrough_vifs, then builds the '
+        'overridden: wrapped, with its signature (context, instance, dest, '
+        'block_migration, migrate_data, guest, device_names); relied on to '
+        'call _detach_direct_passthrough_vifs, then build the '
         "destination's interfaces with vif_driver.get_config(vif=<the "
-        "destination VIF>), whose binding profile carries our record of a "
-        "port that migrates without hot-unplug"),
+        "destination VIF>), in the calling thread: the wrapper decides "
+        'which vdpa ports stay and lets get_config read their records '
+        'only meanwhile'),
     PrivateName(
         'nova.virt.libvirt.driver', 'LibvirtDriver', '_host',
         "used: the driver's libvirt Host, given to the VIF driver and used "
@@ -88,6 +98,32 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
 class NovaIncompatible(exception.NovaVdpaException):
     msg_fmt = ('nova-vdpa was checked against Nova %(release)s and needs '
                '%(what)s, which this Nova does not have')
+
+
+class EventletMode(exception.NovaVdpaException):
+    msg_fmt = ('nova-vdpa refuses to run in nova-compute\'s eventlet mode: '
+               'its kernel calls keep deadlines with native threads, and '
+               'under eventlet one call stuck in the kernel would freeze '
+               'every green thread of nova-compute; start nova-compute in '
+               'native threading mode (OS_NOVA_DISABLE_EVENTLET_PATCHING=1 '
+               'in its environment, or [DEFAULT] concurrency_backend = '
+               'threading)')
+
+
+def check_concurrency_mode() -> None:
+    """Refuse nova-compute's eventlet mode (one ERROR line, then raise).
+
+    Nova 34 runs nova-compute with native threads or, deprecated, under
+    eventlet's monkey patching (``nova.monkey_patch``), which turns every
+    thread into a green thread of one OS thread.
+
+    :raises: EventletMode
+    """
+    if nova_utils.concurrency_mode_threading():
+        return
+    error = EventletMode()
+    LOG.error('%s', error)
+    raise error
 
 
 def check(driver: ty.Any = None) -> None:

@@ -25,10 +25,13 @@ ours:
   VF of its binding profile, queue pairs as the VIF driver decides them;
 * an instance with a migration in progress to or from this host (resize,
   cold or live migration, evacuation) is not read from its info cache,
-  whose binding may already name the other host's VF: its device of ours,
-  if this host has one, is expected exactly as the kernel has it (kept,
-  never deleted, never moved); a missing one is left to the migration's
-  own ``get_config``;
+  whose binding may name the other host's VF: its device of ours, if this
+  host has one, is expected exactly as the kernel has it, on whichever VF
+  it is (kept, never deleted, never moved); a missing one is left to the
+  migration's own ``get_config``. The devices kept for a live migration
+  to this host are remembered again as prepared by that migration
+  (:class:`~nova_vdpa.compute.incoming.Incoming`), so that the periodic
+  update releases them if Nova marks it failed;
 * :meth:`~nova_vdpa.allocator.Allocator.reconcile` then creates what is
   missing and deletes devices of ours that no expected port names and no
   process holds; devices without our prefix are never touched;
@@ -82,9 +85,19 @@ def _as_it_is(allocator: vdpa_allocator.Allocator, vf_candidates: list[str],
     """A request the port's existing device of ours already satisfies.
 
     :param vf_candidates: VFs that may serve it; the one whose management
-        device is the device's is used.
+        device is the device's is used, or else the device's own VF.
     :returns: None when this host has no device of ours for the port.
     """
+    for vf in vf_candidates:
+        try:
+            found = allocator.lookup(port_id, vf)
+        except exception.VdpaAllocatorError:
+            continue
+        if found is not None and found.mgmtdev.startswith('pci/'):
+            # the device of a migration to this host is on the VF this
+            # host claimed, which the info cache may not name yet
+            vf_candidates = vf_candidates + [found.mgmtdev[len('pci/'):]]
+        break
     for vf in vf_candidates:
         try:
             found = allocator.lookup(port_id, vf)
@@ -165,6 +178,25 @@ def expected_requests(driver: ty.Any, host: str,
     return requests, owners
 
 
+def _remember_incoming(driver: ty.Any, host: str, context: ty.Any,
+                       requests: list[vdpa_allocator.PortRequest],
+                       owners: dict[str, ty.Any]) -> None:
+    """The kept devices of live migrations to this host, as prepared."""
+    kept = {r.port_id: r.vf_address for r in requests}
+    for node in driver.get_available_nodes():
+        for migration in (objects.MigrationList
+                          .get_in_progress_by_host_and_node(context, host,
+                                                            node)):
+            if migration.migration_type != 'live-migration' or \
+                    migration.dest_compute != host:
+                continue
+            for port_id, instance in owners.items():
+                if instance.uuid == migration.instance_uuid and \
+                        port_id in kept:
+                    driver.vdpa_incoming.add(migration.uuid, instance.uuid,
+                                             port_id, kept[port_id])
+
+
 def reconcile(driver: ty.Any,
               host: str) -> vdpa_allocator.ReconcileResult | None:
     """Reconcile the host's devices with Nova's instances; never raises.
@@ -188,6 +220,11 @@ def reconcile(driver: ty.Any,
     except Exception:  # a bug here must not stop nova-compute
         LOG.exception('vDPA devices are not reconciled at start-up')
         return None
+    try:
+        _remember_incoming(driver, host, context, requests, owners)
+    except Exception:  # the sweep then leaves them to the next restart
+        LOG.exception('The vDPA devices kept for live migrations to this '
+                      'host are not remembered')
     releases = driver.vif_driver.releases
     for key, error in sorted(result.failed.items()):
         instance = owners.get(key)

@@ -196,11 +196,12 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
                                       virt_type)
         if not isinstance(image_meta, objects.ImageMeta):
             image_meta = objects.ImageMeta.from_dict(image_meta)
-        record = migration.record_of(vif)
+        record = migration.destination_record(vif, vif_obj.id)
         if record is not None:
             # The source builds the destination's interface for a live
             # migration without hot-unplug: that device is the other
-            # host's, made by its pre_live_migration.
+            # host's, made by its pre_live_migration. Only then: any
+            # other call ignores a record in the profile.
             with errors.translated(instance, vif_obj.id):
                 return _nova_shaped(self._designed(
                     vif_obj, record.device(), record.host(), image_meta,

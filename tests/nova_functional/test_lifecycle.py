@@ -25,7 +25,8 @@ bindings) and what the kernel holds; nothing else is consulted. Periodic
 tasks are run (``_run_periodics``), never waited for.
 
 Live migration takes upstream's path for vdpa ports where a host's QEMU
-cannot migrate them (the fake libvirt's QEMU 8.0): the source detaches
+cannot migrate them (the fake libvirt's QEMU 8.0), and wherever
+``[nova_vdpa] live_migration_without_unplug`` is off: the source detaches
 them before the migration (``_detach_direct_passthrough_vifs``) and the
 destination attaches them after it (``_reattach_instance_vifs``); a failed,
 aborted or refused (``pre_live_migration``) migration reattaches them on
@@ -33,8 +34,8 @@ the source. Those tests also check the order: a device exists before any
 XML that names it is handed to libvirt, the source's device is released
 only after the migration and once its guest no longer uses it, and after a
 failure the source's device was never released and the destination holds
-none. Where both hosts can (QEMU 10.0, a device that suspends), the ports
-stay in the guest (:class:`LiveMigrationWithoutUnplugTest`): the same
+none. Where both hosts can (the option on, QEMU 10.0, a device that suspends),
+the ports stay in the guest (:class:`LiveMigrationWithoutUnplugTest`): the same
 checks, and no detach or attach of a vdpa interface at all.
 """
 
@@ -594,6 +595,13 @@ class LiveMigrationWithoutUnplugTest(LiveMigrationTest):
     """
 
     QEMU_10 = 10000000
+    #: [nova_vdpa] live_migration_without_unplug is set on both hosts
+    WITHOUT_UNPLUG = True
+
+    def _start_hosts(self, *hosts):
+        if self.WITHOUT_UNPLUG:
+            self.flags(live_migration_without_unplug=True, group='nova_vdpa')
+        super()._start_hosts(*hosts)
 
     def setUp(self):
         super().setUp()
@@ -673,7 +681,7 @@ class LiveMigrationWithoutUnplugTest(LiveMigrationTest):
         self.assertLess(migrated, min(self._events('source', 'release')))
         # the arrived instance's device is not swept by the destination
         self.assertEqual([], self.computes['dest'].driver.vdpa_incoming
-                         .instances())
+                         .migrations())
         self._run_periodics()
         self.assertDevicesMatchPorts()
 
@@ -698,7 +706,7 @@ class LiveMigrationWithoutUnplugTest(LiveMigrationTest):
         self.assertEqual('source', server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual({}, self._devices('dest'))
         self.assertEqual([], self.computes['dest'].driver.vdpa_incoming
-                         .instances())
+                         .migrations())
         self.assertDevicesMatchPorts()
         self.assertEqual([], self._events('source', 'detach'))
         self.assertEqual({self.ports[0]['mac_address']},

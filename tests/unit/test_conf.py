@@ -91,7 +91,8 @@ class TestConf(base.TestCase):
         self.assertEqual({'nova_vdpa', 'nova_vdpa_privileged'}, set(groups))
         self.assertEqual({'management_devices', 'simulated_vfs',
                           'delete_timeout', 'offload_checks',
-                          'read_timeout', 'ovsdb_timeout'},
+                          'read_timeout', 'ovsdb_timeout',
+                          'live_migration_without_unplug'},
                          {o.name for o in groups['nova_vdpa']})
         for opt in groups['nova_vdpa']:
             self.assertIn('Possible values', opt.help)
