@@ -13,7 +13,9 @@
 """``nova-vdpa-status``: is this compute host ready, and what does it run?
 
 ``check``
-    oslo.upgradecheck checks, table or ``--format json``: the vdpa kernel
+    oslo.upgradecheck checks, table or ``--format json``: the Nova release
+    found and whether nova-vdpa supports it, whether Nova's driver loader
+    finds nova-vdpa (:mod:`nova_vdpa.compute.install`), the vdpa kernel
     family, the vhost_vdpa driver, libvirt and QEMU versions, management
     devices, nova-compute's concurrency mode (native threads supported,
     eventlet not), Open vSwitch hw-offload and the integration bridge,
@@ -49,6 +51,8 @@ from typing import Any, Callable
 from oslo_config import cfg
 
 from nova_vdpa.cmd import host as host_mod
+from nova_vdpa.compute import install
+from nova_vdpa.compute import overrides
 from nova_vdpa import exception
 from nova_vdpa.network import checks
 from nova_vdpa.network import flows
@@ -93,6 +97,32 @@ def _group(results: list[checks.CheckResult], empty: str) -> Any:
         '%s: %s' % (r.subject, r.message) for r in shown))
 
 
+def nova_release() -> tuple[int, str]:
+    """The Nova release this Python has, and whether we support it."""
+    try:
+        version = overrides.nova_version()
+    except ImportError:
+        return FAILURE, 'this Python (%s) has no Nova' % sys.prefix
+    try:
+        overrides.check_release(version)
+    except overrides.NovaIncompatible as e:
+        return FAILURE, e.message
+    return SUCCESS, 'Nova %s: supported (nova-vdpa supports %s)' % (
+        version, ', '.join(r + '.x' for r in overrides.SUPPORTED_NOVA))
+
+
+def installation() -> tuple[int, str]:
+    """Whether Nova's driver loader finds this nova-vdpa."""
+    found = install.layout()
+    reason = install.problem(found)
+    if reason is not None:
+        return FAILURE, reason
+    reason = install.mixed(found)
+    if reason is not None:
+        return WARNING, reason
+    return SUCCESS, '%s is %s' % (install.SHIM, found.shim)
+
+
 def upgrade_commands(host: host_mod.Host) -> Any:
     """The oslo.upgradecheck commands over ``host``."""
     from oslo_upgradecheck import upgradecheck
@@ -105,6 +135,9 @@ def upgrade_commands(host: host_mod.Host) -> Any:
     class Checks(upgradecheck.UpgradeCommands):
         display_title = 'nova-vdpa status'
         _upgrade_checks = (
+            ('Nova release', lambda self: _result(*nova_release())),
+            ('nova-vdpa installation',
+             lambda self: _result(*installation())),
             ('vdpa kernel support', lambda self: _result(*host.kernel())),
             ('vhost_vdpa driver', lambda self: _result(*host.vhost_vdpa())),
             ('libvirt and QEMU', lambda self: _result(*host.hypervisor())),

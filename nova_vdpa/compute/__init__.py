@@ -15,7 +15,8 @@
 ``driver`` (the compute driver nova-compute loads), ``vif`` (the VIF
 driver for ``vnic_type=vdpa`` ports), ``inventory`` (which VFs Nova sees as
 ``vdpa``), ``holders`` (which guest holds a chardev), ``errors`` (our
-exceptions as Nova's) and ``overrides`` (every private Nova name we rely
-on). Only this room imports Nova's driver code; the allocator and the
+exceptions as Nova's), ``overrides`` (every Nova internal we rely on,
+and the supported Nova releases) and ``install`` (whether Nova's loader
+finds us). Only this room imports Nova's driver code; the allocator and the
 kernel boundary below it import nothing of Nova.
 """

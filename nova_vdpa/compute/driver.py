@@ -41,10 +41,12 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
   again, and the destination releases the devices of a migration that
   failed (``rollback_live_migration_at_destination``, or the periodic
   update below), by migration (:mod:`nova_vdpa.compute.incoming`);
-* it refuses nova-compute's eventlet mode, with one ERROR line saying
-  what to set, registers the ``[nova_vdpa]`` options and checks the
-  private Nova names it relies on (:mod:`nova_vdpa.compute.overrides`)
-  when it is constructed, not when it is imported;
+* it registers the ``[nova_vdpa]`` options and, when it is constructed
+  (not when it is imported), refuses nova-compute's eventlet mode with one
+  ERROR line saying what to set, and refuses to start on an installation
+  Nova's loader does not serve (:mod:`nova_vdpa.compute.install`), on a
+  Nova release it does not support, or when a Nova internal it relies on
+  changed (:mod:`nova_vdpa.compute.overrides`);
 * with ``[nova_vdpa] offload_checks``, ``init_host`` logs a summary of the
   host's offload checks (:mod:`nova_vdpa.network.checks`); it never fails
   the service;
@@ -73,6 +75,7 @@ from oslo_log import log as logging
 
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import incoming
+from nova_vdpa.compute import install
 from nova_vdpa.compute import inventory
 from nova_vdpa.compute import migration
 from nova_vdpa.compute import overrides
@@ -120,6 +123,11 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         overrides.check_concurrency_mode()
         vdpa_conf.register_opts(CONF)
         super().__init__(virtapi, read_only)
+        found = install.layout()
+        install.check(found)
+        mixed = install.mixed(found)
+        if mixed is not None:
+            LOG.warning('nova-vdpa: %s', mixed)
         overrides.check(self)
         self.vdpa_allocator = allocator_factory(**_allocator_options(CONF))
         #: live migrations this host prepared as their destination

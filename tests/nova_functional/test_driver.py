@@ -47,6 +47,7 @@ from oslo_utils.fixture import uuidsentinel as uuids
 
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import driver as vdpa_driver
+from nova_vdpa.compute import install
 from nova_vdpa.compute import overrides
 from nova_vdpa.compute import vif as vdpa_vif
 from nova_vdpa import conf as vdpa_conf
@@ -202,24 +203,74 @@ class TestLoading(DriverTestCase):
         self.assertEqual(['pci/' + vf for vf in VFS],
                          group.management_devices)
 
-    def test_every_private_name_exists(self):
+    def test_every_nova_internal_holds_on_this_nova(self):
+        # Names, signatures and behaviour markers, on Nova 34.0.0 itself.
+        self.assertEqual('34.0.0', overrides.nova_version())
+        overrides.check(self.driver)
         for entry in overrides.PRIVATE_NAMES:
-            owner = (self.driver if entry.on_instance else
-                     getattr(__import__(entry.module, fromlist=['x']),
-                             entry.cls))
-            self.assertTrue(hasattr(owner, entry.name), entry)
+            overrides.check_entry(entry, self.driver)
 
-    def test_missing_private_name_refuses_to_start(self):
+    def refused_at_start(self, *entries):
         self.useFixture(fixtures.MonkeyPatch(
             'nova_vdpa.compute.overrides.PRIVATE_NAMES',
-            overrides.PRIVATE_NAMES + (overrides.PrivateName(
-                'nova.virt.libvirt.driver', 'LibvirtDriver',
-                '_gone_in_a_later_nova', 'test'),)))
+            overrides.PRIVATE_NAMES + entries))
         ex = self.assertRaises(
             overrides.NovaIncompatible, virt_driver.load_compute_driver,
             fake_virt.FakeVirtAPI(), 'nova_vdpa.LibvirtVdpaDriver')
-        self.assertIn('LibvirtDriver._gone_in_a_later_nova', str(ex))
+        self.assertNotIn('\n', str(ex))
         self.assertIn(overrides.NOVA_RELEASE, str(ex))
+        return str(ex)
+
+    def test_missing_private_name_refuses_to_start(self):
+        msg = self.refused_at_start(overrides.PrivateName(
+            'nova.virt.libvirt.driver', 'LibvirtDriver',
+            '_gone_in_a_later_nova', 'test'))
+        self.assertIn('LibvirtDriver._gone_in_a_later_nova is missing', msg)
+
+    def test_changed_signature_refuses_to_start(self):
+        # As if Nova swapped two parameters of a method we override.
+        msg = self.refused_at_start(overrides.PrivateName(
+            'nova.virt.libvirt.driver', 'LibvirtDriver',
+            '_detach_direct_passthrough_vifs', 'test',
+            signature='(self, context, instance, migrate_data)'))
+        self.assertIn(
+            'nova-vdpa cannot run on this Nova: nova.virt.libvirt.driver.'
+            'LibvirtDriver._detach_direct_passthrough_vifs takes (self, '
+            'context, migrate_data, instance), not (self, context, '
+            'instance, migrate_data)', msg)
+
+    def test_changed_behaviour_refuses_to_start(self):
+        msg = self.refused_at_start(overrides.PrivateName(
+            'nova.virt.libvirt.guest', 'Guest', 'get_interfaces', 'test',
+            markers=("findall('./devices/interface')",)))
+        self.assertIn("Guest.get_interfaces has \"findall('./devices/"
+                      "interface')\" 0 times, not once", msg)
+
+    def test_unsupported_release_refuses_to_start(self):
+        self.useFixture(fixtures.MockPatch(
+            'nova_vdpa.compute.overrides.nova_version',
+            return_value='35.0.0'))
+        ex = self.assertRaises(
+            overrides.NovaIncompatible, virt_driver.load_compute_driver,
+            fake_virt.FakeVirtAPI(), 'nova_vdpa.LibvirtVdpaDriver')
+        self.assertEqual(
+            'nova-vdpa cannot run on this Nova: Nova 35.0.0 is not a '
+            'supported release (supported: 34.0.x) (nova-vdpa was checked '
+            'against Nova 34.0.0)', str(ex))
+
+    def test_shim_elsewhere_refuses_to_start(self):
+        found = install.layout()
+        self.useFixture(fixtures.MockPatch(
+            'nova_vdpa.compute.install.layout',
+            return_value=install.Layout(
+                found.nova_virt, '/elsewhere/nova/virt/nova_vdpa/'
+                '__init__.py', found.package)))
+        ex = self.assertRaises(
+            install.UnsupportedInstall, virt_driver.load_compute_driver,
+            fake_virt.FakeVirtAPI(), 'nova_vdpa.LibvirtVdpaDriver')
+        self.assertIn('nova.virt.nova_vdpa resolves to /elsewhere/nova/'
+                      'virt/nova_vdpa/__init__.py, not to %s/nova_vdpa/'
+                      '__init__.py' % found.nova_virt, str(ex))
 
 
 class TestInventory(DriverTestCase):

@@ -26,12 +26,18 @@ import fixtures
 
 from nova_vdpa.cmd import host as host_mod
 from nova_vdpa.cmd import status
+from nova_vdpa.compute import install
+from nova_vdpa.compute import overrides
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
 from nova_vdpa.network import checks
 from tests.unit import base
 
 PORT = '0c1e5f44-5cf0-4b0e-9a55-3f3c5c5ad1c1'
+SITE = '/opt/nova/lib/python3.11/site-packages'
+INSTALLED = install.Layout(SITE + '/nova/virt',
+                           SITE + '/nova/virt/nova_vdpa/__init__.py',
+                           SITE + '/nova_vdpa/__init__.py')
 
 
 class FakeHost:
@@ -89,6 +95,12 @@ class StatusTestCase(base.TestCase):
     def setUp(self):
         super().setUp()
         self.host = FakeHost()
+        # The tests' own nova_vdpa is the checkout's, not the wheel's: a
+        # real reading would warn. Each layout is tested on its own.
+        self.layout = self.useFixture(fixtures.MockPatchObject(
+            install, 'layout', return_value=INSTALLED)).mock
+        self.useFixture(fixtures.MockPatchObject(
+            overrides, 'nova_version', return_value='34.0.0'))
         self.out = self.useFixture(fixtures.MonkeyPatch(
             'sys.stdout', io.StringIO())).new_value
 
@@ -101,7 +113,8 @@ class TestCheck(StatusTestCase):
     def test_good_host_table(self):
         self.assertEqual(0, self.main('check'))
         text = self.out.getvalue()
-        for name in ('vdpa kernel support', 'vhost_vdpa driver',
+        for name in ('Nova release', 'nova-vdpa installation',
+                     'vdpa kernel support', 'vhost_vdpa driver',
                      'libvirt and QEMU', 'management devices',
                      'concurrency mode', 'Open vSwitch hw-offload',
                      'switchdev', 'representors', 'hw-tc-offload'):
@@ -126,6 +139,60 @@ class TestCheck(StatusTestCase):
         out = json.loads(self.out.getvalue())
         tc = [c for c in out['checks'] if c['check'] == 'hw-tc-offload'][0]
         self.assertEqual('r1: off on r1', tc['details'])
+
+    def check_json(self):
+        out = json.loads(self.out.getvalue())
+        return {c['check']: c for c in out['checks']}
+
+    def test_nova_release_found_and_supported(self):
+        self.assertEqual(0, self.main('check', '--format', 'json'))
+        self.assertEqual(
+            {'result': 0, 'details': 'Nova 34.0.0: supported (nova-vdpa '
+             'supports 34.0.x)'},
+            {k: v for k, v in self.check_json()['Nova release'].items()
+             if k != 'check'})
+
+    def test_unsupported_nova_release(self):
+        overrides.nova_version.return_value = '35.0.0'
+        self.assertEqual(2, self.main('check', '--format', 'json'))
+        release = self.check_json()['Nova release']
+        self.assertEqual(2, release['result'])
+        self.assertIn('Nova 35.0.0 is not a supported release (supported: '
+                      '34.0.x)', release['details'])
+
+    def test_no_nova(self):
+        overrides.nova_version.side_effect = ImportError('nova')
+        self.assertEqual(2, self.main('check', '--format', 'json'))
+        self.assertIn('has no Nova',
+                      self.check_json()['Nova release']['details'])
+
+    def test_installed_beside_nova(self):
+        self.assertEqual(0, self.main('check', '--format', 'json'))
+        self.assertEqual(
+            'nova.virt.nova_vdpa is %s/nova/virt/nova_vdpa/__init__.py'
+            % SITE,
+            self.check_json()['nova-vdpa installation']['details'])
+
+    def test_shim_not_beside_nova(self):
+        self.layout.return_value = install.Layout(
+            INSTALLED.nova_virt, None,
+            '/root/.local/lib/python3.11/site-packages/nova_vdpa/'
+            '__init__.py')
+        self.assertEqual(2, self.main('check', '--format', 'json'))
+        checked = self.check_json()['nova-vdpa installation']
+        self.assertEqual(2, checked['result'])
+        self.assertIn('nova.virt.nova_vdpa is not importable',
+                      checked['details'])
+
+    def test_package_from_elsewhere_warns(self):
+        self.layout.return_value = install.Layout(
+            INSTALLED.nova_virt, INSTALLED.shim,
+            '/src/nova-vdpa/nova_vdpa/__init__.py')
+        self.assertEqual(1, self.main('check', '--format', 'json'))
+        checked = self.check_json()['nova-vdpa installation']
+        self.assertEqual(1, checked['result'])
+        self.assertIn('the nova_vdpa package in use is in /src/nova-vdpa',
+                      checked['details'])
 
 
 class TestListings(StatusTestCase):
