@@ -17,7 +17,8 @@ The Nova exception is chosen for what the compute manager does next:
 * the host cannot serve the port now (no room on the VF, the management
   device or kernel support missing, a stale device still held, a VF not
   ready for offload (PF not in switchdev mode, no representor), a kernel
-  call that failed or timed out, libvirt or QEMU too old):
+  call that failed or timed out, libvirt or QEMU too old, a device that
+  needs shared guest memory the flavor does not give):
   ``ComputeResourcesUnavailable``, which ``_build_and_run_instance`` turns
   into a reschedule to another host (nova 34.0.0);
 * the request itself cannot be met anywhere (the flavor and image
@@ -55,6 +56,10 @@ _MAP: tuple[tuple[type[Exception], type[nova_exception.NovaException], str],
      'the vDPA interface for port %(port)s cannot be configured from '
      'the port, flavor and image given'),
     # This host cannot serve the port now: another host may.
+    (exception.SharedGuestMemoryRequired,
+     nova_exception.ComputeResourcesUnavailable,
+     'the vDPA device for port %(port)s on this host needs shared guest '
+     'memory, which the flavor does not provide'),
     (exception.VdpaNoSpace, nova_exception.ComputeResourcesUnavailable,
      'no vDPA device can be created for port %(port)s on this host: its '
      'virtual function has no room left'),
