@@ -58,7 +58,7 @@ DOMAIN = 'nova-vdpa-demo'
 SIM = 'vdpasim_net'
 GUEST_ADDRESS = '10.30.0.2'
 #: seconds until the guest's pings are done (boot + pings, nested TCG)
-GUEST_TIMEOUT = 420
+GUEST_TIMEOUT = 900
 
 
 def step(title):

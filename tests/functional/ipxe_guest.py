@@ -44,7 +44,7 @@ from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
 #: pings of phase 1; each is two frames out and two back after ARP
-PINGS = 40
+PINGS = 20
 #: phase 2's MAC: unicast, differs from fa:16:3e:.. in its first octet
 WRONG_MAC = '06:aa:bb:cc:dd:ee'
 END = 'nova-vdpa: end'
