@@ -179,7 +179,9 @@ class TestDatapath(DatapathTestCase):
         # The guest's own totals agree with the device's.
         tx, txe, rx, rxe = ipxe_guest.ifstat(text)[-1]
         self.assertEqual((t.tx_packets, 0), (tx, txe))
-        self.assertEqual(t.rx_packets, rx + rxe)
+        # iPXE counts every frame it got as RX, those it had no use for
+        # (RXE: "Operation not supported") among them.
+        self.assertEqual(t.rx_packets, rx)
         # iproute2 reads the same counters.
         rx_q, tx_q = self.vstats(a.name, 0), self.vstats(a.name, 1)
         self.assertEqual(t.tx_packets, _stat(tx_q, 'tx packets'))
