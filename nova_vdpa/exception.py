@@ -131,6 +131,12 @@ class VdpaUnbindTimeout(VdpaKernelError):
                "device is then left without a driver")
 
 
+class VdpaFeaturesNotNegotiated(VdpaKernelError):
+    msg_fmt = ("vDPA device %(device)s has no negotiated features yet (no "
+               "guest or virtio_vdpa has started it), so the kernel cannot "
+               "report %(attribute)s: %(reason)s")
+
+
 class VdpaSysfsError(VdpaKernelError):
     msg_fmt = ("sysfs operation on vDPA device %(device)s failed "
                "(management device %(mgmtdev)s, attribute %(attribute)s): "
@@ -166,6 +172,17 @@ class HypervisorTooOld(NovaVdpaException):
 
 class InvalidVdpaInterfaceRequest(NovaVdpaException):
     msg_fmt = "Cannot configure the vdpa interface: %(reason)s"
+
+
+class SharedGuestMemoryRequired(NovaVdpaException):
+    """The port's device maps guest memory by virtual address."""
+
+    msg_fmt = ("%(port)s: vDPA devices of management device %(mgmtdev)s "
+               "map guest memory by virtual address, which works only with "
+               "shared, file-backed guest memory, and this guest's flavor "
+               "does not give it: set the flavor's hw:mem_page_size to "
+               "large (or a huge page size; Nova then maps guest memory "
+               "shared) or [libvirt] file_backed_memory on this host")
 
 
 # --- Allocator (nova_vdpa.allocator) and the privileged side's refusals ---

@@ -24,10 +24,15 @@ privileged work done by nova-vdpa's own privsep daemon (CAP_NET_ADMIN):
    bound to vhost_vdpa; asking again returns the same device;
 3. an operator made a device for VF 2 by hand, as upstream Nova requires:
    port B adopts it as it is;
-4. the designer renders both interfaces and a paused guest starts on the
-   two chardevs;
+4. the designer renders both interfaces and a guest starts on the two
+   chardevs: no OS, but iPXE (``tests/functional/ipxe_guest.py``), which
+   pings its own address through port A's device (vdpa_sim_net loops each
+   frame back: a simulator's loopback, not a wire), then sends to a wrong
+   MAC, which the device drops;
 5. releasing port A while QEMU holds it is refused at once;
-6. the guest stops, both ports are released: port A's device is gone, the
+6. the guest's ping replies and port A's device counters (rx/tx packets,
+   drops, errors, read with nova-vdpa's netlink client);
+7. the guest stops, both ports are released: port A's device is gone, the
    operator's is untouched.
 
 Each step prints what the kernel or libvirt reports, not what we asked for.
@@ -37,7 +42,6 @@ import logging
 import os
 import sys
 import tempfile
-import uuid
 import warnings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +56,9 @@ NETWORK_MTU = 1450
 OPERATOR_DEVICE = 'vdpa-op0'
 DOMAIN = 'nova-vdpa-demo'
 SIM = 'vdpasim_net'
+GUEST_ADDRESS = '10.30.0.2'
+#: seconds until the guest's pings are done (boot + pings, nested TCG)
+GUEST_TIMEOUT = 900
 
 
 def step(title):
@@ -91,23 +98,6 @@ def configure(tmp):
     return conf
 
 
-def guest_xml(interfaces):
-    """A tiny paused-only guest built with Nova's own config classes."""
-    from nova.virt.libvirt import config as vconfig
-
-    guest = vconfig.LibvirtConfigGuest()
-    guest.virt_type = 'qemu'
-    guest.name = DOMAIN
-    guest.uuid = str(uuid.uuid4())
-    guest.memory = 128 * 1024
-    guest.vcpus = 2
-    guest.os_type = 'hvm'
-    guest.os_mach_type = 'q35'
-    for interface in interfaces:
-        guest.add_device(interface)
-    return guest.to_xml()
-
-
 def describe(client, a):
     cfg = client.get_config(a.name)
     driver = os.path.basename(os.readlink(
@@ -140,6 +130,7 @@ def walk(tmp):
     from nova_vdpa.kernel import netlink
     from nova_vdpa.kernel import sysfs
     from nova_vdpa.libvirt import designer
+    from tests.functional import ipxe_guest
 
     step('configuration (test only: two made-up VFs on vdpa_sim_net)')
     conf = configure(tmp)
@@ -186,9 +177,11 @@ def walk(tmp):
             print(iface.to_xml().strip())
             interfaces.append(iface)
 
-        step('define and start a paused guest (libvirt + QEMU)')
-        domain = conn.defineXML(guest_xml(interfaces))
-        domain.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        step('define and start a guest that pings through port A (iPXE)')
+        xml, serial = ipxe_guest.guest_xml(DOMAIN, interfaces, tmp,
+                                           GUEST_ADDRESS)
+        domain = conn.defineXML(xml)
+        domain.create()
         fs = sysfs.VdpaSysfs()
         for x in (a, b):
             [qemu] = fs.holders(x.chardev)
@@ -201,6 +194,27 @@ def walk(tmp):
             return 1
         except exception.VdpaDeviceInUse as e:
             print(f'refused: {e}')
+
+        step(f'traffic through port {PORT_A}\'s device')
+        print('waiting for the guest\'s pings (iPXE boots in 10-30 s '
+              'under TCG)...', flush=True)
+        text = ipxe_guest.wait_for(serial, ipxe_guest.END, GUEST_TIMEOUT)
+        phase1 = text.partition('nova-vdpa: phase 2')[0]
+        got = ipxe_guest.replies(phase1, GUEST_ADDRESS)
+        print(f'guest: {len(got)} of {ipxe_guest.PINGS} pings to its own '
+              f'MAC answered, then pings from the wrong MAC '
+              f'{ipxe_guest.WRONG_MAC}')
+        t = client.get_traffic(a.name)
+        print(f'{a.name}: rx {t.rx_packets} packets, {t.rx_drops} drops, '
+              f'{t.rx_errors} errors, {t.rx_overruns} overruns; '
+              f'tx {t.tx_packets} packets, {t.tx_drops} drops, '
+              f'{t.tx_errors} errors')
+        print('(the drops are the frames sent to the wrong MAC: the '
+              'device\'s receive filter refused them)')
+        if len(got) != ipxe_guest.PINGS or not t.tx_packets or \
+                t.rx_packets + t.rx_drops != t.tx_packets:
+            print('UNEXPECTED: frames were lost')
+            return 1
     finally:
         if domain is not None:
             step('stop the guest')

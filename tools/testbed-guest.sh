@@ -41,8 +41,10 @@ fail() { note "$*"; echo 125 > "$results/status"; exit 125; }
 # $results/console.log: an oops or a panic that kills the VM is in there.
 echo 5 > /proc/sys/kernel/printk
 
+# "name:param=value:param=value" loads a module with parameters.
 for m in ${modules//,/ }; do
-    modprobe "$m" || fail "cannot load kernel module $m"
+    IFS=: read -r -a words <<< "$m"
+    modprobe "${words[@]}" || fail "cannot load kernel module $m"
 done
 
 # ------------------------------------------------------------- libvirtd

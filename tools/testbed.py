@@ -89,8 +89,14 @@ OOT_MODULES = {
 # Drivers the guest loads, in this order. virtio_vdpa registers before
 # vhost_vdpa on purpose: a new device then autoprobes to the wrong driver,
 # which is the case nova-vdpa's deterministic binding must handle.
-GUEST_MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim_net',
-                 'netdevsim', 'openvswitch']
+# vdpa_sim loads with use_va=0: its devices then get guest memory by
+# physical address through an IOTLB, as hardware does, and any guest
+# carries traffic; with its default (use_va=1) only a guest with shared,
+# file-backed memory would (nova_vdpa.kernel.sysfs.uses_virtual_addresses;
+# tests/functional/test_datapath.py reloads it to show both). "name:a=b"
+# passes module parameters.
+GUEST_MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim:use_va=0',
+                 'vdpa_sim_net', 'netdevsim', 'openvswitch']
 BOOT_APPEND = ('modprobe.blacklist=ahci,libahci,iTCO_wdt,i2c_i801,lpc_ich,'
                'pcspkr,psmouse console=hvc0')
 # vng sends the kernel console (ttyS0) to /dev/null. A second console on a
@@ -399,6 +405,71 @@ def build_modules(debs, source_pkg, headers, root, kernelrelease, work):
         f'{time.monotonic() - t0:.0f} s')
 
 
+# ------------------------------------------------------------------ iPXE
+# The bed's traffic guest (tests/functional/test_datapath.py) is iPXE, not
+# an OS: Debian 13's ipxe.lkrn, booted by QEMU as a Linux kernel with an
+# iPXE script as its initrd, opens the NIC and pings in a loop (Debian 12's
+# 2019 build has no ping command). The same file serves both userspaces:
+# `prepare` fetches the trixie package with apt itself, through a private
+# apt configuration (its lists and cache in the bed's cache, the host's
+# Debian keyring), so the host's own apt sources stay untouched.
+IPXE_SUITE = 'trixie'
+IPXE_PACKAGE = 'ipxe'
+IPXE_FILE = 'usr/lib/ipxe/ipxe.lkrn'
+IPXE_KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg'
+#: the name the guest finds it under, in its run folder
+IPXE_GUEST_NAME = 'ipxe.lkrn'
+
+
+def ipxe_dir():
+    return CACHE / f'ipxe-{IPXE_SUITE}'
+
+
+def ensure_ipxe():
+    """Debian 13's ipxe.lkrn in the cache, fetched once; its path."""
+    path = ipxe_dir()
+    target = path / 'ipxe.lkrn'
+    with cache_lock(path.name):
+        if target.exists():
+            return target
+        work = pathlib.Path(tempfile.mkdtemp(prefix=f'{path.name}-',
+                                             dir=CACHE))
+        try:
+            (work / 'lists' / 'partial').mkdir(parents=True)
+            (work / 'archives' / 'partial').mkdir(parents=True)
+            debs = work / 'debs'
+            debs.mkdir()
+            os.chmod(debs, 0o777)
+            sources = work / 'sources.list'
+            sources.write_text(f'deb [signed-by={IPXE_KEYRING}] '
+                               f'{ROOT_MIRROR} {IPXE_SUITE} main\n')
+            apt = ['apt-get', '-q',
+                   '-o', f'Dir::Etc::SourceList={sources}',
+                   '-o', 'Dir::Etc::SourceParts=/dev/null',
+                   '-o', f'Dir::State::Lists={work / "lists"}',
+                   '-o', f'Dir::Cache={work}',
+                   '-o', 'Dir::Cache::pkgcache=', '-o',
+                   'Dir::Cache::srcpkgcache=',
+                   '-o', 'Acquire::Languages=none',
+                   '-o', 'APT::Sandbox::User=root']
+            log(f'fetching {IPXE_PACKAGE} from Debian {IPXE_SUITE}')
+            sh(apt + ['update'])
+            sh(apt + ['download', IPXE_PACKAGE], cwd=debs)
+            deb = next(debs.glob(f'{IPXE_PACKAGE}_*.deb'))
+            sh(['dpkg-deb', '-x', str(deb), str(work / 'root')])
+            lkrn = work / 'root' / IPXE_FILE
+            if not lkrn.exists():
+                raise BedError(f'{deb.name} has no {IPXE_FILE}')
+            path.mkdir(exist_ok=True)
+            (path / 'version').write_text(deb.name + '\n')
+            shutil.copy(lkrn, target.with_suffix('.tmp'))
+            os.rename(target.with_suffix('.tmp'), target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    log(f'{IPXE_PACKAGE} ready in {path}')
+    return target
+
+
 # ------------------------------------------------------------------- boot
 def use_kvm(info):
     """Whether KVM really boots this kernel here (probed once, cached).
@@ -450,6 +521,7 @@ def prepare(userspace=DEFAULT_USERSPACE):
     ensure_virtme_ng()
     info = ensure_kernel()
     info['kvm'] = use_kvm(info)
+    info['ipxe'] = str(ensure_ipxe())
     info['userspace'] = userspace
     if userspace != DEFAULT_USERSPACE:
         info['root'] = str(ensure_root(info))
@@ -690,6 +762,9 @@ def boot(command, services=(), timeout=3000, memory='3G', cpus=2,
     RUN_DIR.mkdir(exist_ok=True)
     rundir = pathlib.Path(tempfile.mkdtemp(
         prefix=time.strftime('run-%Y%m%d-%H%M%S-'), dir=RUN_DIR))
+    # The traffic guest's iPXE (see IPXE_SUITE), where both userspaces see
+    # it: the cache is not visible in a root of its own.
+    shutil.copy(info['ipxe'], rundir / IPXE_GUEST_NAME)
     repo, run = guest_paths(info, rundir)
     if callable(command):
         command = command(repo, run)

@@ -253,6 +253,16 @@ class Allocator:
         """
         return self._mgmtdev_of('-', vf_address)
 
+    def uses_virtual_addresses(self, mgmtdev: str) -> bool:
+        """Whether ``mgmtdev``'s devices map guest memory by virtual address.
+
+        Such a device reaches only shared, file-backed guest memory
+        (:meth:`~nova_vdpa.kernel.sysfs.VdpaSysfs.uses_virtual_addresses`).
+
+        :raises: VdpaSysfsError when the kernel cannot tell.
+        """
+        return self._sysfs.uses_virtual_addresses(mgmtdev)
+
     # ------------------------------------------------------------- reads
     def _read(self, fn: Callable[[netlink.VdpaClient], Any], device: str,
               mgmtdev: str, what: str) -> Any:

@@ -18,6 +18,7 @@ libvirt and Open vSwitch; nothing is remembered between runs. Tests replace
 single readers (``netdevs`` for the PCI walk netdevsim cannot give).
 """
 
+import dataclasses
 import os
 from typing import Any
 import warnings
@@ -351,11 +352,13 @@ class Host:
         except exception.OvsUnixctlError:
             ctl = None
         rows = []
+        traffic = self.traffic([d.name for d in owned])
         for dev in sorted(owned, key=lambda d: d.name):
             port_id = _port_of(dev.name)
             vfs = by_mgmt.get(dev.mgmtdev, [])
             row: dict[str, Any] = {'port': port_id, 'device': dev.name,
                                    'vf': ','.join(vfs) or None,
+                                   'traffic': traffic[dev.name],
                                    'tunnels': tunnels, 'flows': []}
             rows.append(row)
             if len(vfs) != 1:
@@ -378,6 +381,42 @@ class Host:
                 row['flows'] = [flows_mod.as_dict(f) for f in
                                 flows_mod.representor_flows(ctl, rep.detail)]
         return rows
+
+    @staticmethod
+    def traffic(names: list[str]) -> dict[str, dict[str, Any]]:
+        """Each device's packet counters, or why there are none.
+
+        :returns: device name -> the counters the driver reports
+            (``rx_packets``, ``tx_drops``, ...: those of
+            :class:`~nova_vdpa.kernel.model.DeviceTraffic` that are not
+            None), or ``{'unavailable': reason}``.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        with netlink.VdpaClient() as client:
+            for name in names:
+                try:
+                    counters = client.get_traffic(name)
+                except exception.VdpaFeaturesNotNegotiated:
+                    out[name] = {'unavailable': 'no negotiated features yet '
+                                 '(no guest has started the device)'}
+                    continue
+                except exception.VdpaAttributeNotSupported:
+                    out[name] = {'unavailable': 'the driver reports no '
+                                 'statistics'}
+                    continue
+                except exception.VdpaDeviceNotFound:
+                    out[name] = {'unavailable': 'the device is gone'}
+                    continue
+                except exception.VdpaPermissionDenied:
+                    out[name] = {'unavailable': 'reading counters needs '
+                                 'CAP_NET_ADMIN (run as root)'}
+                    continue
+                values = {k: v for k, v in
+                          dataclasses.asdict(counters).items()
+                          if k != 'name' and v is not None}
+                out[name] = values or {
+                    'unavailable': 'the driver reports no packet counters'}
+        return out
 
 
 def _compute_environment(proc_root: str) -> tuple[str | None, str]:

@@ -34,7 +34,10 @@
     found through libvirt's domains, holders through /proc; no node is
     opened.
 ``ports``
-    one row per allocated port: representor, ``ofport``, the VLAN tag the
+    one row per allocated port: its device's rx/tx packets, drops, errors
+    and overruns where the driver reports them (or why they cannot be
+    read: nothing negotiated features yet), representor, ``ofport``, the
+    VLAN tag the
     OVS agent set, the tunnel ports of br-tun, and the representor's
     datapath flows with their layer and offload state (from ovs-vswitchd's
     unixctl socket).
@@ -185,8 +188,8 @@ INVENTORY_COLUMNS = ['vf', 'mgmtdev', 'device', 'chardev', 'mac', 'mtu',
                      'port', 'instance']
 DEVICES_COLUMNS = ['device', 'port', 'mgmtdev', 'chardev', 'instance',
                    'state']
-PORTS_COLUMNS = ['port', 'vf', 'representor', 'ofport', 'tag', 'plugged',
-                 'tunnels', 'flows']
+PORTS_COLUMNS = ['port', 'vf', 'traffic', 'representor', 'ofport', 'tag',
+                 'plugged', 'tunnels', 'flows']
 
 
 def _listing(rows: list[dict[str, Any]], columns: list[str], fmt: str,
@@ -212,6 +215,26 @@ def cmd_devices(host: host_mod.Host, fmt: str) -> int:
                     'No vDPA device of nova-vdpa on this host.')
 
 
+def traffic_summary(counters: dict[str, Any]) -> list[str]:
+    """A device's counters as table lines: rx, then tx.
+
+    ``rx 12 pkts 0 drops 0 errors 0 overruns`` / ``tx 12 pkts 0 drops 0
+    errors``; counters the driver does not report are left out.
+    """
+    if 'unavailable' in counters:
+        return ['not readable: %s' % counters['unavailable']]
+    lines = []
+    for way in ('rx', 'tx'):
+        parts = ['%s %s' % (counters['%s_%s' % (way, key)], word)
+                 for key, word in (('packets', 'pkts'), ('drops', 'drops'),
+                                   ('errors', 'errors'),
+                                   ('overruns', 'overruns'))
+                 if '%s_%s' % (way, key) in counters]
+        if parts:
+            lines.append('%s %s' % (way, ' '.join(parts)))
+    return lines
+
+
 def cmd_ports(host: host_mod.Host, fmt: str) -> int:
     rows = host.ports()
     if fmt != 'json':
@@ -220,6 +243,7 @@ def cmd_ports(host: host_mod.Host, fmt: str) -> int:
                             for f in row['flows']]
             row['tunnels'] = ['%s %s' % (t['name'], t['remote_ip'])
                               for t in row['tunnels']]
+            row['traffic'] = traffic_summary(row.get('traffic') or {})
     return _listing(rows, PORTS_COLUMNS, fmt,
                     'No vdpa port is allocated on this host.')
 

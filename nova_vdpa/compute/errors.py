@@ -19,7 +19,8 @@ The Nova exception is chosen for what the compute manager does next:
   ready for offload (PF not in switchdev mode, no representor), a kernel
   call that failed or timed out, a value this host's NIC refuses (the
   kernel's EINVAL or ERANGE on DEV_NEW: an MTU or a queue-pair count
-  another NIC may accept), libvirt or QEMU too old):
+  another NIC may accept), libvirt or QEMU too old, a device that
+  needs shared guest memory the flavor does not give):
   ``ComputeResourcesUnavailable``, which ``_build_and_run_instance`` turns
   into a reschedule to another host (nova 34.0.0);
 * the request itself cannot be met anywhere (the flavor and image
@@ -66,6 +67,10 @@ _MAP: tuple[tuple[type[Exception], type[nova_exception.NovaException], str],
      nova_exception.ComputeResourcesUnavailable,
      'the vDPA device for port %(port)s cannot be created on this host '
      'with the requested settings (MTU or queue pairs)'),
+    (exception.SharedGuestMemoryRequired,
+     nova_exception.ComputeResourcesUnavailable,
+     'the vDPA device for port %(port)s on this host needs shared guest '
+     'memory, which the flavor does not provide'),
     (exception.VdpaNoSpace, nova_exception.ComputeResourcesUnavailable,
      'no vDPA device can be created for port %(port)s on this host: its '
      'virtual function has no room left'),

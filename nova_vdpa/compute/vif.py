@@ -209,6 +209,8 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         with errors.translated(instance, vif_obj.id):
             if self._checked(self.vf_address(vif_obj)):
                 checks.check_vf_ready(vif_obj.dev_address)
+            # Before the allocation: a refused guest leaves no device.
+            self._check_guest_memory(vif_obj, image_meta, flavor)
             allocation = self.releases.allocate(
                 self._request(vif_obj, image_meta, flavor))
             conf = self._interface_config(allocation, vif_obj, image_meta,
@@ -246,17 +248,37 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
                               image_meta, flavor)
 
     @staticmethod
-    def _designed(vif_obj: ty.Any, device: designer.Device,
-                  host: designer.Host, image_meta: ty.Any, flavor: ty.Any
-                  ) -> vconfig.LibvirtConfigGuestInterface:
-        """The one call of the designer."""
-        port = designer.Port(
+    def _port(vif_obj: ty.Any) -> designer.Port:
+        """The designer's view of the port."""
+        return designer.Port(
             mac=str(vif_obj.address),
             mtu=(vif_obj.network.mtu if 'network' in vif_obj
                  and 'mtu' in vif_obj.network else None),
             id=vif_obj.id)
+
+    def _check_guest_memory(self, vif_obj: ty.Any, image_meta: ty.Any,
+                            flavor: ty.Any) -> None:
+        """Refuse a guest the port's device could not reach.
+
+        A device that maps guest memory by virtual address (VDUSE, the
+        simulator with ``use_va``) needs shared guest memory, which only
+        the flavor (huge pages) or ``[libvirt] file_backed_memory`` give.
+        """
+        mgmtdev = self.allocator.management_device(vif_obj.dev_address)
+        if self.allocator.uses_virtual_addresses(mgmtdev):
+            designer.check_guest_memory(
+                self._port(vif_obj), mgmtdev, flavor=flavor,
+                image_meta=image_meta,
+                file_backed_memory=CONF.libvirt.file_backed_memory)
+
+    @classmethod
+    def _designed(cls, vif_obj: ty.Any, device: designer.Device,
+                  host: designer.Host, image_meta: ty.Any, flavor: ty.Any
+                  ) -> vconfig.LibvirtConfigGuestInterface:
+        """The one call of the designer."""
         return designer.get_vdpa_interface_config(
-            port, device, host, flavor=flavor, image_meta=image_meta,
+            cls._port(vif_obj), device, host, flavor=flavor,
+            image_meta=image_meta,
             rx_queue_size=CONF.libvirt.rx_queue_size,
             tx_queue_size=CONF.libvirt.tx_queue_size,
             max_queues=CONF.libvirt.max_queues)

@@ -350,6 +350,8 @@ def _raise_for_errno(code: int, command: int, ctx: dict[str, str],
         errno.ENOSPC: exception.VdpaNoSpace,
         errno.EINVAL: exception.VdpaInvalidRequest,
         errno.ERANGE: exception.VdpaInvalidRequest,
+        # CONFIG_GET (5.16-6.0) and VSTATS_GET before FEATURES_OK.
+        errno.EAGAIN: exception.VdpaFeaturesNotNegotiated,
     }.get(code, exception.VdpaKernelError)
     raise cls(**kw)
 
@@ -526,9 +528,14 @@ class VdpaClient:
                          queue_index: int) -> model.VendorQueueStats:
         """Vendor statistics of one virtqueue (needs CAP_NET_ADMIN).
 
+        vdpa_sim_net reports packet counters (queue 0 rx, 1 tx, 2 the
+        control queue); mlx5_vdpa descriptor counts. They are readable only
+        while the device has negotiated features (a VMM or virtio_vdpa
+        started it) and are not zeroed by a device reset.
+
         :raises: VdpaDeviceNotFound, VdpaAttributeNotSupported (the driver
-            has no vendor statistics, e.g. vdpasim_net), VdpaKernelError
-            (EAGAIN: features not negotiated yet)
+            has no vendor statistics), VdpaFeaturesNotNegotiated (EAGAIN:
+            nothing started the device yet), VdpaKernelError
         """
         validate.existing_device_name(name)
         validate.queue_index(queue_index, name)
@@ -540,6 +547,18 @@ class VdpaClient:
              ('VDPA_ATTR_DEV_QUEUE_INDEX', queue_index)], False, ctx))
         return model.VendorQueueStats.from_attrs(
             decode_reply(*replies[0])['attrs'])
+
+    def get_traffic(self, name: str) -> model.DeviceTraffic:
+        """The device's packet counters, summed over all its virtqueues.
+
+        One VSTATS_GET per virtqueue (``max_vqs`` of the device).
+
+        :raises: as :meth:`get_vendor_stats`.
+        """
+        queues = self.get_device(name).max_vqs or 0
+        return model.DeviceTraffic.from_queues(
+            name, [self.get_vendor_stats(name, index)
+                   for index in range(queues)])
 
     def create_device(self, name: str, mgmtdev: str, mac: str | None = None,
                       mtu: int | None = None,

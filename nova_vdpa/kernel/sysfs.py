@@ -67,6 +67,15 @@ DEFAULT_UNBIND_TIMEOUT = 10.0
 #: longest command line an error message quotes
 CMDLINE_MAX = 200
 
+#: Management devices whose devices always map guest memory by virtual
+#: address: VDUSE (its devices live in a userspace process that sees the
+#: guest's memory through the VMM's mappings).
+VA_MANAGEMENT_DEVICES = frozenset({'vduse'})
+#: Management devices of vdpa_sim, whose ``use_va`` module parameter
+#: (``Y`` by default, read-only after load) decides.
+VDPA_SIM_MANAGEMENT_DEVICES = frozenset({'vdpasim_net', 'vdpasim_blk'})
+VDPA_SIM_USE_VA = 'module/vdpa_sim/parameters/use_va'
+
 
 @dataclasses.dataclass(frozen=True)
 class Holder:
@@ -184,6 +193,37 @@ class VdpaSysfs:
             return None
         except OSError as e:
             raise self._os_error(name, path + '/driver', e)
+
+    def uses_virtual_addresses(self, mgmtdev: str) -> bool:
+        """Whether ``mgmtdev``'s devices get guest memory by virtual address.
+
+        vhost-vdpa maps guest memory for such a device only where QEMU's
+        mapping is file-backed and shared (6.12 ``drivers/vhost/vdpa.c``,
+        ``vhost_vdpa_va_map`` skips every other VMA without an error):
+        with QEMU's default anonymous, private RAM the device cannot read
+        the rings and carries no frame. VDUSE devices always use virtual
+        addresses; vdpa_sim's do when its ``use_va`` parameter is on (the
+        default); hardware (mlx5, pds, octep, ifcvf) maps by IOVA.
+
+        :param mgmtdev: a management device handle (``vdpasim_net``,
+            ``pci/0000:08:00.2``).
+        :raises: VdpaSysfsError when vdpa_sim's parameter cannot be read.
+        """
+        if mgmtdev in VA_MANAGEMENT_DEVICES:
+            return True
+        if mgmtdev not in VDPA_SIM_MANAGEMENT_DEVICES:
+            return False
+        path = os.path.join(self.sys_root, VDPA_SIM_USE_VA)
+        try:
+            with open(path) as f:
+                value = f.read().strip()
+        except OSError as e:
+            raise exception.VdpaSysfsError(
+                device='-', mgmtdev=mgmtdev, attribute=path,
+                reason='cannot tell whether vdpa_sim uses virtual '
+                'addresses: %s' % e)
+        # A bool module parameter reads Y or N.
+        return value.upper() in ('Y', '1')
 
     def parent(self, name: str) -> str | None:
         """The device's parent (a VF's PCI address); None for simulators.

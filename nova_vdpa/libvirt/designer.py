@@ -100,8 +100,14 @@ by version.
   running guest to another vDPA device named in the destination XML, the
   interface staying in the guest, and closes the source chardev when the
   source QEMU exits: :func:`live_migration_possible`. Releases in between
-  were not tried and count as unable. The bed's guests boot no OS, so
-  this is the control path only, never the datapath.
+  were not tried and count as unable. Those guests boot no OS, so this is
+  the control path only, never the datapath.
+* Guest memory (``tests/functional/test_datapath.py``, iPXE guests that
+  ping through the device): a device that maps guest memory by virtual
+  address (vdpa_sim with ``use_va=1``, VDUSE) carried frames for a guest
+  with Nova's file-backed shared memory and none for one with QEMU's
+  default private RAM; with physical addresses (``use_va=0``, hardware)
+  any guest does. :func:`check_guest_memory` refuses the private case.
 """
 
 import collections.abc
@@ -114,6 +120,8 @@ import nova.objects as objects
 import nova.virt.hardware as hardware
 import nova.virt.osinfo as osinfo
 from oslo_log import log as logging
+from oslo_utils import strutils
+from oslo_utils import units
 
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa import exception
@@ -433,6 +441,75 @@ def _warn_mtu(port: Port, device: Device) -> None:
                     "device's MTU (libvirt cannot set it for vdpa)",
                     {'port': port, 'mtu': port.mtu, 'dev': device.chardev,
                      'dev_mtu': device.mtu})
+
+
+#: Nova's smallest page size, in KiB: a ``hw:mem_page_size`` above it is
+#: a huge page size.
+SMALL_PAGE_KIB = 4
+
+
+def _huge_pages(flavor: ty.Any, image: 'objects.ImageMeta') -> bool:
+    """Whether the flavor (and image) ask Nova for huge pages.
+
+    Follows Nova's reading of ``hw:mem_page_size`` and the image's
+    ``hw_mem_page_size`` (an image may narrow ``any`` or ``large``);
+    ``any`` may end on small pages, so it does not count. A value Nova
+    refuses counts as none: Nova fails that build itself.
+    """
+    wanted = flavor.get('extra_specs', {}).get('hw:mem_page_size')
+    from_image = image.properties.get('hw_mem_page_size', None)
+    if wanted in ('any', 'large') and from_image:
+        wanted = from_image
+    if not isinstance(wanted, str) or wanted in ('', 'small', 'any'):
+        return False
+    if wanted == 'large':
+        return True
+    try:
+        kib = (int(wanted) if wanted.isdigit()
+               else strutils.string_to_bytes(wanted, return_int=True)
+               // units.Ki)
+    except ValueError:
+        return False
+    return kib > SMALL_PAGE_KIB
+
+
+def check_guest_memory(port: Port, mgmtdev: str, *, flavor: ty.Any,
+                       image_meta: ty.Any = None,
+                       file_backed_memory: int = 0) -> None:
+    """Refuse a guest a virtual-address device cannot reach.
+
+    For a port whose device maps guest memory by virtual address (see
+    ``VdpaSysfs.uses_virtual_addresses``): vhost-vdpa then maps only
+    file-backed, shared guest memory. Nova renders such memory for huge
+    pages (``hw:mem_page_size``: its NUMA cells get ``memAccess='shared'``
+    over hugetlbfs) and for ``[libvirt] file_backed_memory`` (``<source
+    type='file'/><access mode='shared'/>``); with neither, QEMU's RAM is
+    anonymous and private and the device would carry no frame, silently.
+
+    Refusing is deliberate, rather than adding ``<memoryBacking>`` to the
+    guest: Nova owns that element (``LibvirtDriver.
+    _get_guest_memory_backing_config``, built from the flavor and the host
+    options, with its own checks such as huge pages vs file-backed memory),
+    and shared guest memory changes how the host accounts and reclaims it
+    (shared memory is shmem: no KSM merging, swapped as shmem), which an
+    operator chooses with the flavor, not a NIC. Hardware vDPA devices use
+    IOVAs and never need it; only VDUSE and the simulator do.
+
+    :param port: the port (for the message).
+    :param mgmtdev: the management device that will serve it.
+    :param flavor: the instance's Nova flavor.
+    :param image_meta: the instance's image meta (ImageMeta, dict or None).
+    :param file_backed_memory: Nova's ``[libvirt] file_backed_memory``.
+    :raises: SharedGuestMemoryRequired naming the flavor setting that
+        fixes it; InvalidVdpaInterfaceRequest for a bad input.
+    """
+    _check_flavor(flavor)
+    image = _image_meta(image_meta)
+    _check_int('[libvirt] file_backed_memory', file_backed_memory, 0)
+    if file_backed_memory > 0 or _huge_pages(flavor, image):
+        return
+    raise exception.SharedGuestMemoryRequired(port=str(port),
+                                              mgmtdev=mgmtdev)
 
 
 def get_vdpa_interface_config(

@@ -509,6 +509,49 @@ class TestOffloadChecks(DriverTestCase):
         self.assertEqual(1, len(self.kernel.devices))
         self.assertNotIn('offload', self.log.output)
 
+    def _simulated(self):
+        sim_vf = '0000:00:05.1'
+        self.kernel.mgmtdevs.append(fake_kernel.vdpasim_net())
+        self.flags(simulated_vfs=[sim_vf + '=vdpasim_net'],
+                   group=vdpa_driver.option_group())
+        self.driver = virt_driver.load_compute_driver(
+            fake_virt.FakeVirtAPI(), 'nova_vdpa.LibvirtVdpaDriver')
+        return sim_vf
+
+    def test_virtual_address_device_needs_shared_memory(self):
+        # vdpa_sim with use_va=1 (its default), like every VDUSE device.
+        sim_vf = self._simulated()
+        self.kernel.set_use_va(True)
+        vif = make_vif(vf=sim_vf)
+        ex = self.assertRaises(nova_exception.ComputeResourcesUnavailable,
+                               self.get_config, vif)
+        message = ex.format_message()
+        self.assertIn('needs shared guest memory', message)
+        self.assertIn(vif['id'], message)
+        self.assertNotIn('vdpasim_net', message)
+        # The operator reads the flavor setting that fixes it.
+        self.assertIn('hw:mem_page_size', self.log.output)
+        self.assertIn('file_backed_memory', self.log.output)
+        self.assertIn(uuids.instance, self.log.output)
+        # Refused before the allocation: nothing was created.
+        self.assertEqual({}, self.kernel.devices)
+        # A flavor with huge pages (shared memory in Nova's XML) is served.
+        self.instance.flavor.extra_specs = {'hw:mem_page_size': 'large'}
+        self.get_config(vif)
+        self.assertEqual(1, len(self.kernel.devices))
+
+    def test_file_backed_memory_serves_a_virtual_address_device(self):
+        sim_vf = self._simulated()
+        self.kernel.set_use_va(True)
+        self.flags(file_backed_memory=1024, group='libvirt')
+        self.get_config(make_vif(vf=sim_vf))
+        self.assertEqual(1, len(self.kernel.devices))
+
+    def test_physical_address_device_needs_nothing(self):
+        sim_vf = self._simulated()
+        self.get_config(make_vif(vf=sim_vf))
+        self.assertEqual(1, len(self.kernel.devices))
+
     # ------------------------------------------------------- init_host
     def test_init_host_logs_one_line_on_a_good_host(self):
         self.driver.init_host('compute-0')

@@ -23,7 +23,10 @@ test (tests/functional/test_kernel_*.py) checks against the real kernel:
   EINVAL, an mlx5-like management device takes one device (ENOSPC);
 * replies are tagged with the NEW command numbers;
 * vendor queue statistics exist once a driver negotiated features (EAGAIN
-  on vhost_vdpa before a VMM attaches), with vdpasim_net's counter names;
+  on vhost_vdpa before a VMM attaches), with vdpasim_net's counter names
+  per queue (rx, tx, control);
+* vdpa_sim's ``use_va`` module parameter reads ``Y`` or ``N`` under
+  ``/sys/module/vdpa_sim/parameters``;
 * a new device autoprobes to the bus driver that registered first;
   driver_override + drivers_probe, unbind and bind behave as on the bus;
 * a vhost-vdpa node answers the backend ioctls of ``kernel/vhost.py``
@@ -93,8 +96,9 @@ def vdpasim_net():
         'VDPA_ATTR_DEV_FEATURES'}), 3, 0x308830028,
         vendor_stats=lambda i: (
             ('rx packets', 'rx bytes', 'rx errors', 'rx overruns',
-             'rx drops') if i == 0 else ('tx packets', 'tx bytes',
-                                         'tx errors')))
+             'rx drops'), ('tx packets', 'tx bytes', 'tx errors',
+                           'tx drops'),
+            ('cvq requests', 'cvq successes', 'cvq errors'))[i])
 
 
 def mlx5_vf(address='0000:08:00.2'):
@@ -128,9 +132,12 @@ class FakeKernel(fixtures.Fixture):
     """State of the fake kernel, its sysfs tree living under ``root``."""
 
     def __init__(self, root=None, mgmtdevs=None,
-                 drivers=(sysfs.VIRTIO_VDPA, sysfs.VHOST_VDPA)):
+                 drivers=(sysfs.VIRTIO_VDPA, sysfs.VHOST_VDPA),
+                 use_va=False):
         super().__init__()
         self.root = root
+        #: vdpa_sim's use_va module parameter (the bed loads it with 0)
+        self.use_va = use_va
         self.loaded = True
         # genetlink gives the family a new id each time vdpa is loaded.
         self.family_id = FAMILY_ID
@@ -165,6 +172,10 @@ class FakeKernel(fixtures.Fixture):
             os.makedirs(d)
             for f in ('bind', 'unbind'):
                 open(os.path.join(d, f), 'w').close()
+        params = os.path.join(self.sys, sysfs.VDPA_SIM_USE_VA)
+        os.makedirs(os.path.dirname(params))
+        with open(params, 'w') as fh:
+            fh.write('Y\n' if self.use_va else 'N\n')
         for f, v in (('drivers_probe', ''), ('drivers_autoprobe', '1\n')):
             with open(os.path.join(self.bus, f), 'w') as fh:
                 fh.write(v)
@@ -177,6 +188,12 @@ class FakeKernel(fixtures.Fixture):
             self.cond.notify_all()
         for client in self._clients:
             client.close()
+
+    def set_use_va(self, use_va):
+        """vdpa_sim loaded again with another ``use_va`` parameter."""
+        self.use_va = use_va
+        with open(os.path.join(self.sys, sysfs.VDPA_SIM_USE_VA), 'w') as fh:
+            fh.write('Y\n' if use_va else 'N\n')
 
     def unload(self):
         """``modprobe -r``: the family and /sys/bus/vdpa disappear."""
@@ -324,12 +341,17 @@ class FakeKernel(fixtures.Fixture):
             raise NetlinkError(errno.EAGAIN,
                                'vdpa: feature negotiation not complete')
         index = attrs['VDPA_ATTR_DEV_QUEUE_INDEX']
+        try:
+            names = d.mgmtdev.vendor_stats(index)
+        except IndexError:
+            # vdpasim_net_get_stats: a queue it does not have is EINVAL.
+            raise NetlinkError(errno.EINVAL)
         out = [('VDPA_ATTR_DEV_NAME', d.name),
                ('VDPA_ATTR_DEV_ID', model.VIRTIO_ID_NET),
                ('VDPA_ATTR_DEV_NET_CFG_MAX_VQP', d.max_vqp),
                ('VDPA_ATTR_DEV_NEGOTIATED_FEATURES', negotiated),
                ('VDPA_ATTR_DEV_QUEUE_INDEX', index)]
-        for n, stat in enumerate(d.mgmtdev.vendor_stats(index)):
+        for n, stat in enumerate(names):
             out += [('VDPA_ATTR_DEV_VENDOR_ATTR_NAME', stat),
                     ('VDPA_ATTR_DEV_VENDOR_ATTR_VALUE', 7 - n)]
         return out

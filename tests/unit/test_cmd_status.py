@@ -30,6 +30,7 @@ from nova_vdpa.compute import install
 from nova_vdpa.compute import overrides
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
+from nova_vdpa.kernel import netlink
 from nova_vdpa.network import checks
 from tests.unit import base
 
@@ -226,10 +227,12 @@ class TestListings(StatusTestCase):
                           'actions': 'vxlan_sys_4789', 'packets': 12,
                           'bytes': 1200, 'used': '0.1s', 'dp': 'tc',
                           'offloaded': 'yes', 'raw': '...'}]}
+        row['traffic'] = {'rx_packets': 12, 'rx_drops': 0, 'tx_packets': 12}
         self.host.rows = [dict(row)]
         self.assertEqual(0, self.main('ports'))
         text = self.out.getvalue()
         for cell in (PORT, 'r0', 'vxlan-0a000002 10.0.0.2',
+                     'rx 12 pkts 0 drops', 'tx 12 pkts',
                      'dp:tc offloaded:yes packets:12 r0 -> vxlan_sys_4789'):
             self.assertIn(cell, text)
         self.out.seek(0)
@@ -370,3 +373,44 @@ class TestConcurrency(base.TestCase):
         code, text = self.host.concurrency()
         self.assertEqual(checks.Status.FAILURE, code)
         self.assertIn('concurrency_backend = eventlet', text)
+
+
+class TestTraffic(base.KernelTestCase):
+    """The ports view's counters, read from a fake kernel."""
+
+    def setUp(self):
+        super().setUp()
+        real = netlink.VdpaClient
+        self.useFixture(fixtures.MockPatch(
+            'nova_vdpa.kernel.netlink.VdpaClient',
+            lambda: real(socket_factory=self.kernel.socket)))
+
+    def test_counters_or_why_not(self):
+        self.client.create_device('running', 'vdpasim_net')
+        self.client.create_device('waiting', 'vdpasim_net')
+        self.sysfs.bind('waiting')
+        out = host_mod.Host.traffic(['running', 'waiting', 'gone'])
+        self.assertEqual(7, out['running']['rx_packets'])
+        self.assertEqual(4, out['running']['tx_drops'])
+        self.assertNotIn('name', out['running'])
+        self.assertIn('no negotiated features yet',
+                      out['waiting']['unavailable'])
+        self.assertIn('gone', out['gone']['unavailable'])
+
+    def test_table_lines(self):
+        self.assertEqual(
+            ['rx 12 pkts 1 drops 0 errors 0 overruns',
+             'tx 13 pkts 0 drops 0 errors'],
+            status.traffic_summary({
+                'rx_packets': 12, 'rx_drops': 1, 'rx_errors': 0,
+                'rx_overruns': 0, 'rx_bytes': 100, 'tx_packets': 13,
+                'tx_drops': 0, 'tx_errors': 0}))
+        self.assertEqual(['not readable: no negotiated features yet'],
+                         status.traffic_summary(
+                             {'unavailable': 'no negotiated features yet'}))
+
+    def test_permission_denied_is_said(self):
+        self.client.create_device('running', 'vdpasim_net')
+        self.kernel.cap_net_admin = False
+        out = host_mod.Host.traffic(['running'])
+        self.assertIn('CAP_NET_ADMIN', out['running']['unavailable'])

@@ -97,9 +97,33 @@ class TestQueries(base.KernelTestCase):
                          self.client.get_vendor_stats('vd0', 1).stats[0][0])
         self.sysfs.bind('vd0')
         # On vhost_vdpa nothing negotiated yet: EAGAIN.
-        e = self.assertRaises(exception.VdpaKernelError,
+        e = self.assertRaises(exception.VdpaFeaturesNotNegotiated,
                               self.client.get_vendor_stats, 'vd0', 0)
         self.assertIn('errno 11', str(e))
+        self.assertRaises(exception.VdpaFeaturesNotNegotiated,
+                          self.client.get_traffic, 'vd0')
+
+    def test_traffic_sums_the_named_counters_of_every_queue(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+        t = self.client.get_traffic('vd0')
+        # The fake counts 7, 6, 5, ... down each queue's list.
+        self.assertEqual(
+            model.DeviceTraffic('vd0', rx_packets=7, rx_bytes=6,
+                                rx_errors=5, rx_overruns=4, rx_drops=3,
+                                tx_packets=7, tx_bytes=6, tx_errors=5,
+                                tx_drops=4), t)
+        self.assertTrue(t.reported)
+
+    def test_descriptor_counters_are_no_packet_counters(self):
+        self.client.create_device('vf0', 'pci/0000:08:00.2')
+        t = self.client.get_traffic('vf0')
+        self.assertFalse(t.reported)
+        self.assertIsNone(t.rx_packets)
+
+    def test_queue_beyond_the_device_is_refused(self):
+        self.client.create_device('vd0', 'vdpasim_net')
+        self.assertRaises(exception.VdpaInvalidRequest,
+                          self.client.get_vendor_stats, 'vd0', 3)
 
 
 class TestErrors(base.KernelTestCase):
@@ -198,7 +222,7 @@ class TestErrors(base.KernelTestCase):
 
     def test_unmapped_errno_is_still_typed(self):
         self.assertRaises(exception.VdpaKernelError,
-                          netlink._raise_for_errno, errno.EAGAIN,
+                          netlink._raise_for_errno, errno.EIO,
                           netlink.VDPA_CMD_DEV_CONFIG_GET,
                           dict(device='d', mgmtdev='-', attribute='-'),
                           None)

@@ -613,3 +613,26 @@ class TestDeleteWorker(base.KernelTestCase):
         worker._submit(lambda c, n: None, 'sync').result(timeout=5)
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
+
+
+class TestVirtualAddresses(base.KernelTestCase):
+    """Which devices map guest memory by virtual address."""
+
+    def test_vdpa_sim_follows_its_use_va_parameter(self):
+        self.assertFalse(self.sysfs.uses_virtual_addresses('vdpasim_net'))
+        self.kernel.set_use_va(True)
+        self.assertTrue(self.sysfs.uses_virtual_addresses('vdpasim_net'))
+
+    def test_vduse_always_and_hardware_never(self):
+        self.assertTrue(self.sysfs.uses_virtual_addresses('vduse'))
+        self.assertFalse(self.sysfs.uses_virtual_addresses(
+            'pci/0000:08:00.2'))
+        self.assertFalse(self.sysfs.uses_virtual_addresses(
+            'auxiliary/mlx5_core.sf.3'))
+
+    def test_unreadable_parameter_is_a_typed_error(self):
+        os.unlink(os.path.join(self.kernel.sys, sysfs.VDPA_SIM_USE_VA))
+        e = self.assertRaises(exception.VdpaSysfsError,
+                              self.sysfs.uses_virtual_addresses,
+                              'vdpasim_net')
+        self.assertIn('use_va', str(e))

@@ -483,3 +483,47 @@ class TestPackedRing(DesignerTestCase):
         conf = design(image_meta=image(hw_virtio_packed_ring=True),
                       host=OLD_HOST)
         self.assertEqual({'packed': 'on'}, driver_attrs(conf))
+
+
+class TestGuestMemory(DesignerTestCase):
+    """A virtual-address device needs the shared memory Nova renders."""
+
+    def check(self, specs=None, image_meta=None, file_backed_memory=0):
+        designer.check_guest_memory(
+            PORT, 'vduse', flavor=flavor(**(specs or {})),
+            image_meta=image_meta, file_backed_memory=file_backed_memory)
+
+    def test_private_memory_is_refused_naming_the_fix(self):
+        for specs in ({}, {'hw:mem_page_size': 'small'},
+                      # "any" may end on small pages
+                      {'hw:mem_page_size': 'any'},
+                      {'hw:mem_page_size': '4'},
+                      {'hw:mem_page_size': '4KB'}):
+            e = self.assertRaises(exception.SharedGuestMemoryRequired,
+                                  self.check, specs)
+            self.assertIn('port-1', str(e))
+            self.assertIn('vduse', str(e))
+            self.assertIn('hw:mem_page_size', str(e))
+            self.assertIn('file_backed_memory', str(e))
+
+    def test_huge_pages_and_file_backed_memory_are_shared(self):
+        for specs in ({'hw:mem_page_size': 'large'},
+                      {'hw:mem_page_size': '2048'},
+                      {'hw:mem_page_size': '2MB'},
+                      {'hw:mem_page_size': '1GB'}):
+            self.check(specs)
+        self.check(file_backed_memory=1024)
+
+    def test_image_narrows_the_flavor_as_nova_does(self):
+        self.check({'hw:mem_page_size': 'any'},
+                   image(hw_mem_page_size='2MB'))
+        self.assertRaises(exception.SharedGuestMemoryRequired, self.check,
+                          {'hw:mem_page_size': 'large'},
+                          image(hw_mem_page_size='small'))
+
+    def test_bad_input_is_typed(self):
+        self.assertRaises(exception.InvalidVdpaInterfaceRequest, self.check,
+                          file_backed_memory=-1)
+        self.assertRaises(exception.InvalidVdpaInterfaceRequest,
+                          designer.check_guest_memory, PORT, 'vduse',
+                          flavor=object())

@@ -53,6 +53,13 @@ class TestTestbedTool(base.TestCase):
         mods = testbed.GUEST_MODULES
         self.assertLess(mods.index('virtio_vdpa'), mods.index('vhost_vdpa'))
 
+    def test_vdpa_sim_loads_with_physical_addresses_first(self):
+        # Hardware-like by default; test_datapath reloads it for VA mode.
+        mods = testbed.GUEST_MODULES
+        self.assertIn('vdpa_sim:use_va=0', mods)
+        self.assertLess(mods.index('vdpa_sim:use_va=0'),
+                        mods.index('vdpa_sim_net'))
+
     def _qemu_opts(self, argv):
         opts = [a for a in argv if a.startswith('--qemu-opts=')]
         self.assertEqual(1, len(opts))
