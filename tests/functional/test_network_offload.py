@@ -473,6 +473,7 @@ class TestStatusCheck(base.BedTestCase):
             host = host_mod.Host(conf)
             host.netdevs = BedNetdevs(self.uplink)
             host._allocator = allocator.Allocator(
+                management_devices=['vdpasim_net'],
                 simulated_vfs={VF_ADDRESS: 'vdpasim_net'})
             return host
 
