@@ -26,11 +26,13 @@ listed here so that the sample configuration shows it.
 """
 
 import copy
+from typing import Collection
 
 from oslo_config import cfg
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
+from nova_vdpa.kernel import model
 from nova_vdpa.kernel import validate
 
 #: seconds a deletion may take when ``delete_timeout`` is not set
@@ -39,6 +41,12 @@ DEFAULT_DELETE_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 10.0
 #: seconds an OVSDB connection or read may take (``ovsdb_timeout``)
 DEFAULT_OVSDB_TIMEOUT = 3.0
+#: devices of ours a management device without a bus takes by default
+DEFAULT_MAX_DEVICES_PER_SIMULATOR = 32
+MAX_DEVICES_PER_SIMULATOR = 1024
+#: devices of ours a management device with a bus (a VF's or an SF's)
+#: takes: mlx5 itself answers ENOSPC to a second
+MAX_DEVICES_PER_BUS_DEVICE = 1
 
 vdpa_group = cfg.OptGroup(
     'nova_vdpa',
@@ -58,13 +66,22 @@ vDPA management devices this compute node may create devices on.
 
 Each entry names a management device as the kernel reports it: with its bus
 (``pci/0000:08:00.2``, ``auxiliary/mlx5_core.sf.3``) or bare when it has no
-bus (``vdpasim_net``). An empty list allows every management device that
-supports the network class.
+bus (``vdpasim_net``). Only listed management devices are used: the
+driver types only their VFs as vdpa, and the privsep daemon, which reads
+this option from its own configuration files, refuses to create, bind or
+delete a device on any other. An empty list allows none: nova-vdpa then
+creates no device and nova-compute logs an error at start naming this
+option.
 
 Possible values:
 
-* An empty list (default): use every network-capable management device.
+* An empty list (default): no management device may be used.
 * A list of management device names.
+
+Related options:
+
+* ``max_devices_per_simulator``
+* ``simulated_vfs``
 """),
     cfg.ListOpt(
         'simulated_vfs',
@@ -213,6 +230,33 @@ Related options:
 
 * ``[libvirt] live_migration_*`` (Nova's migration settings, unchanged)
 """),
+    cfg.IntOpt(
+        'max_devices_per_simulator',
+        default=DEFAULT_MAX_DEVICES_PER_SIMULATOR,
+        min=1,
+        max=MAX_DEVICES_PER_SIMULATOR,
+        help="""
+Most vDPA devices of nova-vdpa on one management device without a bus.
+
+Management devices without a bus are simulators (``vdpasim_net``), which
+take any number of devices. The privsep daemon counts the devices of
+nova-vdpa (``nvdpa-`` names) already on the management device before it
+creates one, and refuses the creation with a "no room" error (the build is
+rescheduled) when this many exist, so that no caller can make devices
+without bound. A management device with a bus (``pci/<VF>``,
+``auxiliary/<SF>``) serves one VF or SF and always takes at most one
+device of nova-vdpa; this option does not change that. The daemon reads
+the option from its own configuration files.
+
+Possible values:
+
+* A number of devices from 1 to %d.
+
+Related options:
+
+* ``management_devices``
+* ``simulated_vfs``
+""" % MAX_DEVICES_PER_SIMULATOR),
 ]
 
 privileged_group = cfg.OptGroup(
@@ -249,3 +293,27 @@ def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
     """Return the options for oslo-config-generator."""
     return [(vdpa_group, list(vdpa_opts)),
             (privileged_group, _privileged_opts())]
+
+
+def not_allowed_reason(allowed: Collection[str]) -> str:
+    """Why a management device outside ``allowed`` is refused.
+
+    One wording for the allocator and the privsep daemon, naming the
+    option to set.
+    """
+    if not allowed:
+        return ('[%s] management_devices is empty, which allows no '
+                'management device: list the ones nova-vdpa may use'
+                % vdpa_group.name)
+    return ('it is not in [%s] management_devices (%s)'
+            % (vdpa_group.name, ', '.join(sorted(allowed))))
+
+
+def device_limit(mgmtdev: str, per_simulator: int) -> int:
+    """Most devices of ours ``mgmtdev`` may carry.
+
+    :param per_simulator: ``max_devices_per_simulator``, for a management
+        device without a bus.
+    """
+    bus, _ = model.split_mgmtdev(mgmtdev)
+    return MAX_DEVICES_PER_BUS_DEVICE if bus else per_simulator

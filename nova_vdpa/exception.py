@@ -20,6 +20,11 @@ converts these errors to Nova's own exceptions where Nova expects them.
 oslo.privsep re-creates an exception raised in the privileged daemon as
 ``exc_type(*exc.args)``, so every class accepts its finished message as the
 single positional argument and keeps it as ``args[0]``.
+
+Every string in a message is passed through :func:`escape_control` first:
+a device name, management device, MAC or command line may come from a
+caller or from the kernel, and a newline or a terminal escape in it must
+not forge a log line.
 """
 
 from typing import Any
@@ -35,12 +40,17 @@ class NovaVdpaException(Exception):
     msg_fmt = "An unknown nova-vdpa error occurred."
 
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
-        self.kwargs = kwargs
+        # Names, management devices, MACs and command lines come from
+        # callers, the kernel and /proc: escaped here, on whichever side
+        # of the privsep channel the error is made, before any log shows
+        # them (see escape_control).
+        self.kwargs = {k: escape_control(v) if isinstance(v, str) else v
+                       for k, v in kwargs.items()}
         if message is None:
             # A missing keyword is a programming error: fail loudly rather
             # than hide the real message behind a generic one.
-            message = self.msg_fmt % kwargs
-        super().__init__(message)
+            message = self.msg_fmt % self.kwargs
+        super().__init__(escape_control(message))
 
     @property
     def message(self) -> str:
@@ -318,3 +328,23 @@ class VdpaPrivsepDied(VdpaKernelError):
 class PrivsepIncompatible(NovaVdpaException):
     msg_fmt = ("nova-vdpa was checked against oslo.privsep %(release)s and "
                "needs %(what)s, which this oslo.privsep does not have")
+
+
+# --- Messages
+
+def escape_control(value: object) -> str:
+    """``str(value)`` with control and format characters escaped.
+
+    Like :func:`repr` for the characters that could forge or hide log
+    text (C0/C1 controls such as newline and ESC, DEL, line and paragraph
+    separators, bidirectional overrides and other format characters,
+    surrogates, unassigned code points), without repr's quotes: a
+    printable name reads as it is. A backslash is kept as it is, so the
+    function is idempotent and a repr()'d value is not escaped twice.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():
+        return text
+    # Not printable (str.isprintable): the Unicode categories "Other" and
+    # "Separator" except the space.
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -102,7 +102,8 @@ def bench_lookup(args):
                 name = allocator.device_name(p)
                 client.create_device(name, SIM, mac='fa:16:3e:00:00:01')
                 fs.bind(name, sysfs.VHOST_VDPA)
-            alloc = allocator.Allocator(simulated_vfs={VF: SIM},
+            alloc = allocator.Allocator(management_devices=[SIM],
+                                        simulated_vfs={VF: SIM},
                                         client_factory=k.client, sysfs=fs)
             target = ports[n // 2]
             assert alloc.lookup(target, VF).owned
@@ -178,8 +179,11 @@ def start_privsep(tmp):
     path = os.path.join(tmp, 'nova-vdpa.conf')
     group = vdpa_conf.vdpa_group.name
     with open(path, 'w') as f:
+        # The device counts measured exceed the default simulator limit.
         f.write('[%s]\nmanagement_devices = %s\nsimulated_vfs = %s=%s\n'
-                % (group, SIM, VF, SIM))
+                'max_devices_per_simulator = %d\n'
+                % (group, SIM, VF, SIM,
+                   vdpa_conf.MAX_DEVICES_PER_SIMULATOR))
     # Parsed into the global configuration, as nova-compute does.
     conf = cfg.CONF
     vdpa_conf.register_opts(conf)

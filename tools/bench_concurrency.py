@@ -71,8 +71,11 @@ def start_privsep(tmp, vfs):
     path = os.path.join(tmp, 'nova-vdpa.conf')
     group = vdpa_conf.list_opts()[0][0].name
     with open(path, 'w') as f:
+        # Every port on one simulator: room for all of them.
         f.write('[%s]\nmanagement_devices = %s\nsimulated_vfs = %s\n'
-                % (group, SIM, ','.join('%s=%s' % (v, SIM) for v in vfs)))
+                'max_devices_per_simulator = %d\n'
+                % (group, SIM, ','.join('%s=%s' % (v, SIM) for v in vfs),
+                   len(vfs)))
     conf = cfg.CONF
     vdpa_conf.register_opts(conf)
     conf(args=[], default_config_files=[path], default_config_dirs=[])

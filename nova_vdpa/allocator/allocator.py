@@ -76,7 +76,6 @@ Decisions, and what the kernel does that they rest on:
 import atexit
 import dataclasses
 import os
-import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from oslo_concurrency import lockutils
@@ -107,9 +106,6 @@ LOG = logging.getLogger(__name__)
 #: (``[nova_vdpa] read_timeout``)
 DEFAULT_READ_TIMEOUT = vdpa_conf.DEFAULT_READ_TIMEOUT
 
-_PCI_ADDRESS_RE = re.compile(
-    r'^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$')
-
 ClientFactory = Callable[[], netlink.VdpaClient]
 
 
@@ -123,8 +119,8 @@ class _SimulatedVf:
 class Allocator:
     """Creates, adopts, looks up and releases the devices of vdpa ports.
 
-    :param management_devices: handles that may be used; empty allows every
-        management device (``[nova_vdpa] management_devices``). The
+    :param management_devices: handles that may be used; empty allows
+        none (``[nova_vdpa] management_devices``; fail closed). The
         privsep daemon enforces its own copy of the option.
     :param simulated_vfs: TEST ONLY (``[nova_vdpa] simulated_vfs``): VF
         address -> ``<mgmtdev>`` or ``<mgmtdev>@<operator's device>``.
@@ -154,7 +150,7 @@ class Allocator:
         self._allowed = frozenset(management_devices)
         self._simulated: dict[str, _SimulatedVf] = {}
         for vf, target in (simulated_vfs or {}).items():
-            if not _PCI_ADDRESS_RE.match(vf):
+            if not validate.is_pci_address(vf):
                 raise exception.VdpaInvalidArgument(
                     device='-', mgmtdev=target, attribute='simulated_vfs',
                     reason='%r is not a PCI address' % vf)
@@ -205,8 +201,7 @@ class Allocator:
     # ------------------------------------------------------------ checks
     @staticmethod
     def _check_vf(port_id: str, vf_address: str) -> None:
-        if not isinstance(vf_address, str) or \
-                not _PCI_ADDRESS_RE.match(vf_address):
+        if not validate.is_pci_address(vf_address):
             raise exception.VdpaPortRequestInvalid(
                 port_id=port_id, vf_address=repr(vf_address),
                 reason='a VF address is a PCI address such as '
@@ -232,10 +227,10 @@ class Allocator:
 
     def _check_allowed(self, port_id: str, vf_address: str,
                        mgmtdev: str) -> None:
-        if self._allowed and mgmtdev not in self._allowed:
+        if mgmtdev not in self._allowed:
             raise exception.VdpaManagementDeviceNotAllowed(
                 port_id=port_id, vf_address=vf_address, mgmtdev=mgmtdev,
-                reason='it is not in management_devices')
+                reason=vdpa_conf.not_allowed_reason(self._allowed))
 
     def _mgmtdev_of(self, port_id: str, vf_address: str) -> str:
         self._check_vf(port_id, vf_address)
@@ -499,7 +494,8 @@ class Allocator:
                     if found is not None:
                         LOG.info('Port %s uses vDPA device %s on VF %s, '
                                  'made by an operator, as it is.',
-                                 port_id, adopted, vf)
+                                 port_id,
+                                 exception.escape_control(adopted), vf)
                         return found
             # Also the read that fails fast while the kernel is stuck,
             # before anything privileged is attempted.
@@ -527,7 +523,8 @@ class Allocator:
         except exception.VdpaDeviceNotFound:
             pass
         LOG.info('vDPA device %s of port %s had %s instead of %s: made '
-                 'again.', name, port_id, found, wanted)
+                 'again.', name, port_id, exception.escape_control(found),
+                 wanted)
 
     def _bound(self, port_id: str, vf: str, name: str,
                device: model.VdpaDevice,
@@ -678,8 +675,8 @@ class Allocator:
                 continue
             result.deleted.append(device.name)
         for key, error in sorted(result.failed.items()):
-            LOG.warning('Reconciling vDPA devices: %s failed: %s', key,
-                        error)
+            LOG.warning('Reconciling vDPA devices: %s failed: %s',
+                        exception.escape_control(key), error)
         LOG.info('Reconciled vDPA devices: %d created, %d kept, %d deleted, '
                  '%d held, %d failed.', len(result.created),
                  len(result.kept), len(result.deleted), len(result.held),

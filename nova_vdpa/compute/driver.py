@@ -116,6 +116,22 @@ def _allocator_options(conf: cfg.ConfigOpts) -> dict[str, ty.Any]:
     return options
 
 
+def _log_empty_allow_list(conf: cfg.ConfigOpts) -> None:
+    """One error at start when no management device is allowed.
+
+    An empty ``management_devices`` allows none (fail closed): the driver
+    still starts, as Nova's libvirt driver for every other port, but no
+    VF is typed vdpa and no vdpa port can be built here.
+    """
+    if not conf[option_group()].management_devices:
+        LOG.error('No vDPA management device is allowed, so no vdpa port '
+                  'can be built on this host: set [%s] management_devices '
+                  'in nova.conf (and in the configuration files of the '
+                  'nova-vdpa privsep daemon) to the management devices '
+                  'nova-vdpa may use, e.g. pci/0000:08:00.2.',
+                  option_group())
+
+
 class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
     """Nova's libvirt driver, creating a vDPA device per vdpa port."""
 
@@ -130,6 +146,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
             LOG.warning('nova-vdpa: %s', mixed)
         overrides.check(self)
         self.vdpa_allocator = allocator_factory(**_allocator_options(CONF))
+        _log_empty_allow_list(CONF)
         #: live migrations this host prepared as their destination
         self.vdpa_incoming = incoming.Incoming()
         #: [nova_vdpa] live_migration_without_unplug

@@ -495,7 +495,8 @@ class VdpaSysfs:
         if hidden:
             LOG.debug('Looking for holders of %s (vDPA device %s): the open '
                       'files of %d processes are not readable by this '
-                      'process', chardev, name, hidden)
+                      'process', chardev, exception.escape_control(name),
+                      hidden)
         return found
 
     def _cmdline(self, pid: str) -> str | None:
@@ -509,8 +510,11 @@ class VdpaSysfs:
         except OSError as e:
             LOG.warning('Cannot read the command line of pid %s: %s', pid, e)
             return 'command line unreadable: %s' % e.strerror
-        return shorten(raw.rstrip(b'\0').replace(b'\0', b' ').decode(
-            errors='replace'))
+        # Any process chooses its own command line: escaped before it
+        # reaches an error or a log line.
+        return shorten(exception.escape_control(
+            raw.rstrip(b'\0').replace(b'\0', b' ').decode(
+                errors='replace')))
 
     def check_not_in_use(self, name: str, action: str = 'delete',
                          mgmtdev: str = '-') -> None:

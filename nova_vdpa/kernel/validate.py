@@ -192,3 +192,12 @@ def create_args(name: str, mgmtdev: str, mac_: str | None, mtu_: int | None,
                 raise _bad(name, 'device_features',
                            'a %s is given but the features lack F_%s'
                            % (what, what), mgmtdev)
+
+
+def is_pci_address(value: object) -> bool:
+    """Whether ``value`` is a PCI address as sysfs spells it.
+
+    The one rule for PCI addresses (the allocator's VF addresses too):
+    the whole string, so ``"0000:08:00.2\\n"`` is not one.
+    """
+    return isinstance(value, str) and _PCI_RE.fullmatch(value) is not None

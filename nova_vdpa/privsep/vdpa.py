@@ -15,8 +15,19 @@
 Each public function checks its arguments here, unprivileged, then calls
 the matching ``_``-prefixed entrypoint, which runs in the privsep daemon
 and does nothing but the kernel operation (nova_vdpa.kernel re-checks).
-Call them by full path, ``nova_vdpa.privsep.vdpa.create_device(...)``, so
-escalation is visible where it happens.
+Call them by full path, ``nova_vdpa.privsep.vdpa.create_bound_device(...)``,
+so escalation is visible where it happens.
+
+Only what a caller uses is an entrypoint: a creation is always bound and
+read back in the same call, so no entrypoint takes a raw feature mask or
+leaves a device on whatever driver the kernel's autoprobe picks.
+
+The daemon's own refusals (it trusts nothing the caller says about
+policy): a name that is not ``nvdpa-<UUID>``; a management device that
+its own ``[nova_vdpa] management_devices`` leaves out (an empty list
+allows none); a creation on a management device that already carries
+its limit of our devices (one on a VF's or SF's, ``max_devices_per_simulator``
+on a simulator's).
 """
 
 import dataclasses
@@ -103,17 +114,17 @@ def _group() -> cfg.ConfigOpts.GroupAttr:
 
 
 def check_ours(name: str, mgmtdev: str | None, action: str,
-               narrowed_to: Sequence[str] = ()) -> None:
+               narrowed_to: Sequence[str] | None = None) -> None:
     """Refuse a device nova-vdpa may not touch (run on both sides).
 
     Ours means: a name :func:`is_ours` accepts, on a management device
-    that ``management_devices`` allows (an empty list allows any).
+    that ``management_devices`` lists (an empty list allows none).
 
     :param mgmtdev: the device's management device; None checks the name
         only (the caller does not know it, the daemon asks the kernel).
     :param action: what was refused, for the message.
     :param narrowed_to: a caller's own ``management_devices``, which must
-        allow it too (empty: no narrowing).
+        allow it too (None: no narrowing; empty: allows none).
     :raises: VdpaDeviceNotOurs
     """
     if not is_ours(name):
@@ -124,11 +135,11 @@ def check_ours(name: str, mgmtdev: str | None, action: str,
     if mgmtdev is None:
         return
     for allowed in (_group().management_devices, narrowed_to):
-        if allowed and mgmtdev not in allowed:
+        if allowed is not None and mgmtdev not in allowed:
             raise exception.VdpaDeviceNotOurs(
                 device=name, mgmtdev=mgmtdev, attribute=action,
-                reason='the management device is not in '
-                'management_devices')
+                reason='the management device may not be used: '
+                + vdpa_conf.not_allowed_reason(allowed))
 
 
 def check_ours_in_daemon(name: str, action: str) -> None:
@@ -142,42 +153,49 @@ def check_ours_in_daemon(name: str, action: str) -> None:
     check_ours(name, _client().get_device(name).mgmtdev, action)
 
 
+_room_locks: dict[str, threading.Lock] = {}
+_room_locks_guard = threading.Lock()
+
+
+def _room_lock(mgmtdev: str) -> threading.Lock:
+    with _room_locks_guard:
+        return _room_locks.setdefault(mgmtdev, threading.Lock())
+
+
+def check_room(client: netlink.VdpaClient, name: str, mgmtdev: str) -> None:
+    """Refuse a creation that would pass the management device's limit.
+
+    Counts the devices of ours already on ``mgmtdev`` (one device dump)
+    against :func:`nova_vdpa.conf.device_limit`: one on a management
+    device with a bus, ``max_devices_per_simulator`` on one without.
+    ``name`` itself is not counted: creating it again is the kernel's
+    EEXIST, a clearer error.
+
+    :raises: VdpaNoSpace, and what a device dump raises.
+    """
+    limit = vdpa_conf.device_limit(mgmtdev,
+                                   _group().max_devices_per_simulator)
+    ours = sorted(d.name for d in client.list_devices()
+                  if d.mgmtdev == mgmtdev and d.name != name
+                  and is_ours(d.name))
+    if len(ours) < limit:
+        return
+    if model.split_mgmtdev(mgmtdev)[0]:
+        rule = 'one per VF or SF'
+    else:
+        rule = ('[%s] max_devices_per_simulator'
+                % vdpa_conf.vdpa_group.name)
+    shown = ', '.join(ours[:3]) + (', ...' if len(ours) > 3 else '')
+    raise exception.VdpaNoSpace(
+        device=name, mgmtdev=mgmtdev, attribute='create',
+        reason='it already carries %d device(s) of nova-vdpa (%s), the '
+        'most allowed on it (%s)' % (len(ours), shown, rule))
+
+
 def _timeout_error(name: str, mgmtdev: str, action: str,
                    timeout: float) -> exception.VdpaKernelTimeout:
     return exception.VdpaKernelTimeout(device=name, mgmtdev=mgmtdev,
                                        attribute=action, timeout=timeout)
-
-
-def create_device(name: str, mgmtdev: str, mac: str | None = None,
-                  mtu: int | None = None, max_vq_pairs: int | None = None,
-                  device_features: int | None = None) -> None:
-    """Create a vDPA device of ours (privileged: CAP_NET_ADMIN).
-
-    :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
-        (and again in the daemon); VdpaKernelTimeout after
-        :data:`CALL_TIMEOUT` (the daemon may still finish the creation);
-        the typed kernel errors of
-        :meth:`nova_vdpa.kernel.netlink.VdpaClient.create_device`.
-    """
-    validate.create_args(name, mgmtdev, mac, mtu, max_vq_pairs,
-                         device_features)
-    check_ours(name, mgmtdev, 'create')
-    try:
-        channel.call(privsep.vdpa_pctxt, _create_device, name, mgmtdev,
-                     mac, mtu, max_vq_pairs, device_features,
-                     action='create', device=name, mgmtdev=mgmtdev)
-    except comm.PrivsepTimeout:
-        raise _timeout_error(name, mgmtdev, 'create', CALL_TIMEOUT)
-
-
-@privsep.vdpa_pctxt.entrypoint_with_timeout(CALL_TIMEOUT)
-def _create_device(name: str, mgmtdev: str, mac: str | None,
-                   mtu: int | None, max_vq_pairs: int | None,
-                   device_features: int | None) -> None:
-    check_ours(name, mgmtdev, 'create')
-    _client().create_device(name, mgmtdev, mac=mac, mtu=mtu,
-                            max_vq_pairs=max_vq_pairs,
-                            device_features=device_features)
 
 
 class BoundDevice(NamedTuple):
@@ -199,7 +217,13 @@ def create_bound_device(name: str, mgmtdev: str, mac: str | None = None,
     view of the new device (DEV_GET, CONFIG_GET) comes back with its
     chardev, read by the daemon right after binding.
 
-    :raises: what :func:`create_device` and :func:`bind_device` raise.
+    :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
+        (and again in the daemon); VdpaNoSpace when the management device
+        already carries its limit of our devices (:func:`check_room`);
+        VdpaKernelTimeout after :data:`CALL_TIMEOUT` (the daemon may still
+        finish the creation); the typed kernel errors of
+        :meth:`nova_vdpa.kernel.netlink.VdpaClient.create_device` and
+        what :func:`bind_device` raises.
     """
     validate.create_args(name, mgmtdev, mac, mtu, max_vq_pairs, None)
     check_ours(name, mgmtdev, 'create')
@@ -220,9 +244,13 @@ def _create_bound_device(name: str, mgmtdev: str, mac: str | None,
                          ) -> tuple[str, dict, dict]:
     check_ours(name, mgmtdev, 'create')
     client = _client()
-    chardev = lifecycle.create_device(client, _sysfs_factory(), name,
-                                      mgmtdev, mac=mac, mtu=mtu,
-                                      max_vq_pairs=max_vq_pairs)
+    # The count and the creation under one lock per management device:
+    # two creations on it cannot both see room for one.
+    with _room_lock(mgmtdev):
+        check_room(client, name, mgmtdev)
+        chardev = lifecycle.create_device(client, _sysfs_factory(), name,
+                                          mgmtdev, mac=mac, mtu=mtu,
+                                          max_vq_pairs=max_vq_pairs)
     # Plain values: privsep's channel carries msgpack, not dataclasses.
     return (chardev, dataclasses.asdict(client.get_device(name)),
             dataclasses.asdict(client.get_config(name)))
@@ -254,7 +282,7 @@ def _bind_device(name: str) -> str:
 
 
 def delete_device(name: str, timeout: float,
-                  management_devices: Sequence[str] = ()) -> None:
+                  management_devices: Sequence[str] | None = None) -> None:
     """Delete a device of ours unless a process holds it (privileged).
 
     :param timeout: seconds the daemon waits for the kernel's deletion
@@ -262,19 +290,22 @@ def delete_device(name: str, timeout: float,
         :data:`DELETE_CALL_TIMEOUT` at most.
     :param management_devices: the caller's own ``management_devices``:
         it can only narrow what the daemon's configuration allows, so the
-        caller needs no read of its own to refuse a device outside it.
+        caller needs no read of its own to refuse a device outside it
+        (None: no narrowing; an empty list allows none).
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
         (the daemon checks the management device too); VdpaDeviceInUse,
         VdpaDeleteTimeout, VdpaKernelTimeout, VdpaDeviceNotFound.
     """
     validate.device_name(name)
     validate.timeout(timeout, name)
-    for handle in management_devices:
+    for handle in management_devices or ():
         validate.mgmtdev_handle(handle)
     check_ours(name, None, 'delete')
     try:
         channel.call(privsep.vdpa_pctxt, _delete_device, name,
-                     float(timeout), list(management_devices),
+                     float(timeout),
+                     None if management_devices is None
+                     else list(management_devices),
                      action='delete', device=name)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, '-', 'delete', DELETE_CALL_TIMEOUT)
@@ -282,7 +313,7 @@ def delete_device(name: str, timeout: float,
 
 @privsep.vdpa_pctxt.entrypoint_with_timeout(DELETE_CALL_TIMEOUT)
 def _delete_device(name: str, timeout: float,
-                   management_devices: Sequence[str] = ()) -> None:
+                   management_devices: Sequence[str] | None = None) -> None:
     check_ours(name, None, 'delete')
 
     def check(device: model.VdpaDevice) -> None:

@@ -110,14 +110,14 @@ class TestAllocator(AllocatorBedTestCase):
         for call in (lambda: priv_vdpa.delete_device(OPERATOR_DEVICE,
                                                      timeout=10),
                      lambda: priv_vdpa.bind_device(OPERATOR_DEVICE),
-                     lambda: priv_vdpa.create_device('opvdpa1',
-                                                     'vdpasim_net')):
+                     lambda: priv_vdpa.create_bound_device('opvdpa1',
+                                                           'vdpasim_net')):
             self.assertRaises(exception.VdpaDeviceNotOurs, call)
         # ...and by the daemon itself, as a compromised caller reaches it.
         for call in (lambda: priv_vdpa._delete_device(OPERATOR_DEVICE, 5.0),
                      lambda: priv_vdpa._bind_device(OPERATOR_DEVICE),
-                     lambda: priv_vdpa._create_device(
-                         'opvdpa1', 'vdpasim_net', None, None, None, None)):
+                     lambda: priv_vdpa._create_bound_device(
+                         'opvdpa1', 'vdpasim_net', None, None, None)):
             e = self.assertRaises(exception.VdpaDeviceNotOurs, call)
             self.assertIn('nvdpa-<port UUID>', str(e))
         self.assertEqual({OPERATOR_DEVICE: 'vdpasim_net'}, self.devices())
@@ -180,7 +180,7 @@ class TestStuckDeletion(AllocatorBedTestCase):
                 ('release', lambda: alloc.release(PORTS[7]),
                  exception.VdpaKernelTimeout),
                 # The privileged call's own deadline (privsep timeout).
-                ('privsep create', lambda: priv_vdpa.create_device(
+                ('privsep create', lambda: priv_vdpa.create_bound_device(
                     allocator.device_name(PORTS[6]), 'vdpasim_net'),
                  exception.VdpaKernelTimeout)):
             t0 = time.monotonic()

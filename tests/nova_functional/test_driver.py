@@ -160,10 +160,11 @@ class DriverTestCase(test.NoDBTestCase):
         self.kernels = self.useFixture(kernels.FakeHostKernels(
             default=lambda: [fake_kernel.mlx5_vf(a) for a in self.vdpa_vfs]))
         self.host = self.useFixture(OffloadHost())
-        # An empty list allows no management device: opt every VF in.
+        # An empty list allows none: the VFs an operator would list, and
+        # the simulator some tests add.
         vdpa_conf.register_opts(vdpa_driver.CONF)
-        self.flags(management_devices=['pci/' + vf for vf in VFS],
-                   group=vdpa_driver.option_group())
+        self.flags(management_devices=['pci/' + vf for vf in VFS]
+                   + ['vdpasim_net'], group=vdpa_driver.option_group())
         self.conn = fakelibvirt.Connection(
             'qemu:///system', host_info=fakelibvirt.HostInfo(),
             pci_info=fakelibvirt.HostPCIDevicesInfo(
@@ -200,8 +201,23 @@ class TestLoading(DriverTestCase):
                               vdpa_vif.LibvirtVdpaVIFDriver)
         # registered at construction: the group is readable now
         group = vdpa_driver.CONF[vdpa_driver.option_group()]
-        self.assertEqual(['pci/' + vf for vf in VFS],
-                         group.management_devices)
+        self.assertEqual(10.0, group.delete_timeout)
+
+    def test_empty_management_devices_is_one_error_at_start(self):
+        log = self.useFixture(LogRecords())
+        self.flags(management_devices=[], group=vdpa_driver.option_group())
+        self.driver = virt_driver.load_compute_driver(
+            fake_virt.FakeVirtAPI(), 'nova_vdpa.LibvirtVdpaDriver')
+        errors = [r for r in log.records if r.levelno == logging.ERROR]
+        self.assertEqual(1, len(errors), log.output)
+        self.assertIn('set [nova_vdpa] management_devices',
+                      errors[0].getMessage())
+        # Fail closed: no VF is typed vdpa, no device is made.
+        devices = jsonutils.loads(self.driver._get_pci_passthrough_devices())
+        self.assertNotIn('vdpa', {d['dev_type'] for d in devices})
+        self.assertRaises(nova_exception.ComputeResourcesUnavailable,
+                          self.get_config, make_vif())
+        self.assertEqual({}, self.kernel.devices)
 
     def test_every_nova_internal_holds_on_this_nova(self):
         # Names, signatures and behaviour markers, on Nova 34.0.0 itself.

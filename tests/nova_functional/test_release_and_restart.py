@@ -93,8 +93,8 @@ class VdpaServersBase(upstream._PCIServersWithMigrationTestBase):
         vdpa_conf.register_opts(CONF)
         # The fake VFs have no PF in switchdev mode and no representor.
         self.flags(offload_checks=False, group=vdpa_driver.option_group())
-        # An empty list allows no management device: opt each one in.
-        self.flags(management_devices=['pci/' + vf for vf in VFS]
+        # An empty list allows none: every VF and the simulator.
+        self.flags(management_devices=['pci/' + a for a in VFS]
                    + ['vdpasim_net'], group=vdpa_driver.option_group())
 
     def start_vdpa_compute(self, hostname='compute-0'):

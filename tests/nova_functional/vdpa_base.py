@@ -57,7 +57,7 @@ class VdpaDriverMixin:
         self.flags(compute_driver='nova_vdpa.LibvirtVdpaDriver')
         vdpa_conf.register_opts(CONF)
         self.flags(offload_checks=False, group=vdpa_driver.option_group())
-        # An empty list allows no management device: opt each VF in.
+        # An empty list allows none: the VFs of every fake host.
         self.flags(management_devices=['pci/' + a for a in VF_ADDRESSES],
                    group=vdpa_driver.option_group())
 

@@ -39,13 +39,15 @@ def _no_daemon(*args, **kwargs):
     raise AssertionError('unit tests must never start a privsep daemon')
 
 
-def privsep_in_process(test, kernel, management_devices=()):
+def privsep_in_process(test, kernel, management_devices=('vdpasim_net',)):
     """Run nova-vdpa's privsep entrypoints in-process against ``kernel``.
 
     Starting a daemon fails the test. The entrypoints read their own
     configuration, not the global one (a Config fixture on that would also
     reset the privsep context's defaults).
 
+    :param management_devices: the daemon's ``management_devices`` (an
+        empty list allows none).
     :returns: the Config fixture the entrypoints read, with
         ``management_devices`` set.
     """

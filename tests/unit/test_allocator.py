@@ -69,7 +69,7 @@ class AllocatorTestCase(base.KernelTestCase):
     """An allocator on a fake kernel; privsep runs in-process."""
 
     mgmtdevs = [fake_kernel.vdpasim_net(), fake_kernel.mlx5_vf(HW_VF)]
-    allowed: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ('vdpasim_net', 'pci/' + HW_VF)
     simulated = {SIM_VF: 'vdpasim_net'}
 
     def setUp(self):
@@ -312,9 +312,36 @@ class TestAllocate(AllocatorTestCase):
         self.assertEqual([], self.names())
 
     def test_vf_without_vdpa(self):
+        alloc = self.allocator(
+            management_devices=self.allowed + ('pci/0000:09:00.2',))
         self.assertRaises(exception.VdpaManagementDeviceNotFound,
-                          self.alloc.allocate,
-                          self.request(vf='0000:09:00.2'))
+                          alloc.allocate, self.request(vf='0000:09:00.2'))
+        self.assertEqual([], self.names())
+
+    def test_empty_management_devices_allow_none(self):
+        alloc = self.allocator(management_devices=())
+        self.assertEqual({}, alloc.vf_management_devices())
+        for vf in (SIM_VF, HW_VF):
+            e = self.assertRaises(exception.VdpaManagementDeviceNotAllowed,
+                                  alloc.allocate, self.request(vf=vf))
+            self.assertIn('[nova_vdpa] management_devices is empty',
+                          str(e))
+        self.assertEqual([], self.names())
+        # A device of ours made before: the caller's empty list narrows
+        # the daemon's to none, and it stays.
+        self.alloc.allocate(self.request())
+        e = self.assertRaises(exception.VdpaDeviceNotOurs, alloc.release,
+                              PORT_A, SIM_VF)
+        self.assertIn('management_devices', str(e))
+        self.assertEqual(['nvdpa-' + PORT_A], self.names())
+
+    def test_vf_address_is_matched_whole(self):
+        for vf in (HW_VF + '\n', ' ' + HW_VF, '0000:0A:00.2'):
+            self.assertRaises(exception.VdpaPortRequestInvalid,
+                              self.alloc.allocate, self.request(vf=vf))
+            self.assertRaises(exception.VdpaInvalidArgument,
+                              self.allocator, simulated_vfs={
+                                  vf: 'vdpasim_net'})
         self.assertEqual([], self.names())
 
     def test_second_port_on_a_vf_is_no_space(self):
@@ -334,9 +361,11 @@ class TestKernelRequests(AllocatorTestCase):
     def test_allocate_and_release_read_nothing_twice(self):
         a = self.alloc.allocate(self.request(mtu=1400))
         # The read before anything privileged (fails fast on a stuck
-        # kernel), the creation, and the daemon's read-back.
+        # kernel), the daemon's count of our devices on the management
+        # device (a dump), the creation, and the daemon's read-back.
         self.assertEqual([netlink.VDPA_CMD_MGMTDEV_GET,
-                          netlink.VDPA_CMD_DEV_NEW, netlink.VDPA_CMD_DEV_GET,
+                          netlink.VDPA_CMD_DEV_GET, netlink.VDPA_CMD_DEV_NEW,
+                          netlink.VDPA_CMD_DEV_GET,
                           netlink.VDPA_CMD_DEV_CONFIG_GET],
                          self.kernel.commands)
         # The read-back is the kernel's view, as a later lookup sees it.
@@ -358,8 +387,8 @@ class TestKernelRequests(AllocatorTestCase):
         self.assertEqual([], self.names())
 
     def test_release_outside_the_callers_management_devices(self):
-        # The daemon allows any management device; the caller's narrower
-        # list still refuses, without a read of the caller's own.
+        # The daemon allows vdpasim_net; the caller's narrower list still
+        # refuses, without a read of the caller's own.
         a = self.alloc.allocate(self.request())
         alloc = self.allocator(management_devices=['pci/' + HW_VF])
         e = self.assertRaises(exception.VdpaDeviceNotOurs, alloc.release,
@@ -377,6 +406,7 @@ class TestQueuePairs(AllocatorTestCase):
                     'pci', '0000:08:00.3',
                     frozenset({'VDPA_ATTR_DEV_NET_CFG_MACADDR'}), 9,
                     0x3_0000_0020 | model.F_MQ)]
+    allowed = AllocatorTestCase.allowed + ('pci/0000:08:00.3',)
 
     def test_capped_by_the_management_device(self):
         # 16 queues: one control queue, 7 pairs.
@@ -673,11 +703,8 @@ class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
         self.assertEqual(sysfs.VIRTIO_VDPA, self.sysfs.driver('vdpa0'))
 
     def test_only_our_names_are_created(self):
-        for call in (lambda: priv_vdpa.create_device('vdpa1', 'vdpasim_net'),
-                     lambda: priv_vdpa.create_bound_device('vdpa1',
+        for call in (lambda: priv_vdpa.create_bound_device('vdpa1',
                                                            'vdpasim_net'),
-                     lambda: priv_vdpa._create_device(
-                         'vdpa1', 'vdpasim_net', None, None, None, None),
                      lambda: priv_vdpa._create_bound_device(
                          'vdpa1', 'vdpasim_net', None, None, None)):
             self.assertRaises(exception.VdpaDeviceNotOurs, call)
@@ -687,8 +714,9 @@ class TestPrivilegedSideTrustsNoCaller(AllocatorTestCase):
         name = allocator.device_name(PORT_A)
         self.conf.config(group=self.group,
                          management_devices=['pci/' + HW_VF])
-        for create in (priv_vdpa.create_device,
-                       priv_vdpa.create_bound_device):
+        for create in (priv_vdpa.create_bound_device,
+                       lambda name, mgmtdev: priv_vdpa._create_bound_device(
+                           name, mgmtdev, None, None, None)):
             self.assertRaises(exception.VdpaDeviceNotOurs, create, name,
                               'vdpasim_net')
         self.assertEqual([], self.names())

@@ -92,7 +92,8 @@ class TestConf(base.TestCase):
         self.assertEqual({'management_devices', 'simulated_vfs',
                           'delete_timeout', 'offload_checks',
                           'read_timeout', 'ovsdb_timeout',
-                          'live_migration_without_unplug'},
+                          'live_migration_without_unplug',
+                          'max_devices_per_simulator'},
                          {o.name for o in groups['nova_vdpa']})
         for opt in groups['nova_vdpa']:
             self.assertIn('Possible values', opt.help)
@@ -134,3 +135,26 @@ class TestConf(base.TestCase):
         before = [o.default for o in priv_context.OPTS]
         conf.list_opts()
         self.assertEqual(before, [o.default for o in priv_context.OPTS])
+
+
+class TestAllowListAndLimits(base.TestCase):
+
+    def test_max_devices_per_simulator(self):
+        fixture = self.useFixture(cfg_fixture.Config(cfg.ConfigOpts()))
+        conf.register_opts(fixture.conf)
+        self.assertEqual(32, fixture.conf.nova_vdpa.max_devices_per_simulator)
+        for bad in (0, -1, 1025):
+            self.assertRaises(ValueError, fixture.config, group='nova_vdpa',
+                              max_devices_per_simulator=bad)
+
+    def test_device_limit(self):
+        self.assertEqual(1, conf.device_limit('pci/0000:08:00.2', 32))
+        self.assertEqual(1, conf.device_limit('auxiliary/mlx5_core.sf.3',
+                                              32))
+        self.assertEqual(32, conf.device_limit('vdpasim_net', 32))
+
+    def test_refusal_names_the_option(self):
+        self.assertIn('[nova_vdpa] management_devices is empty',
+                      conf.not_allowed_reason([]))
+        self.assertIn('not in [nova_vdpa] management_devices (a, b)',
+                      conf.not_allowed_reason(['b', 'a']))

@@ -19,6 +19,7 @@ neither the checkout nor PYTHONPATH on sys.path), the way nova-compute would.
 """
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -47,6 +48,11 @@ PROBE = textwrap.dedent('''
         'direct_url': dist.read_text('direct_url.json'),
         'license': (dist.read_text('licenses/LICENSE')
                     or dist.read_text('LICENSE') or ''),
+        'filters': [str(dist.locate_file(f)) for f in dist.files or []
+                    if str(f).endswith(
+                        'etc/nova-vdpa/rootwrap.d/nova-vdpa.filters')],
+        'scripts': sorted(ep.name for ep in dist.entry_points
+                          if ep.group == 'console_scripts'),
         'config_groups': [
             group.name
             for ep in metadata.entry_points(group='oslo.config.opts')
@@ -93,3 +99,16 @@ class TestNovaLoader(base.TestCase):
         # What oslo-config-generator (tox -e genconfig) reads.
         self.assertEqual(['nova_vdpa', 'nova_vdpa_privileged'],
                          self.info['config_groups'])
+
+    def test_wheel_ships_how_the_daemon_starts(self):
+        # The rootwrap filter (data file, under the environment's etc/)
+        # and the command it names, both as the checkout has them.
+        self.assertEqual(1, len(self.info['filters']), self.info['files'])
+        with open(self.info['filters'][0]) as f:
+            shipped = f.read()
+        checkout = os.path.join(os.path.dirname(__file__), '..', '..', 'etc',
+                                'nova-vdpa', 'rootwrap.d',
+                                'nova-vdpa.filters')
+        with open(checkout) as f:
+            self.assertEqual(f.read(), shipped)
+        self.assertIn('nova-vdpa-privsep-helper', self.info['scripts'])
