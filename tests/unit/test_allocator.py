@@ -193,7 +193,8 @@ class TestManagementDevice(AllocatorTestCase):
 
     def test_inventory(self):
         # An empty management_devices types no VF (an operator opts in).
-        self.assertEqual({}, self.alloc.vf_management_devices())
+        self.assertEqual({}, self.allocator(
+            management_devices=[]).vf_management_devices())
         alloc = self.allocator(
             management_devices=['pci/' + HW_VF, 'vdpasim_net'])
         self.assertEqual({HW_VF: 'pci/' + HW_VF, SIM_VF: 'vdpasim_net'},
