@@ -200,9 +200,10 @@ def create_device(name: str, mgmtdev: str, mac: str | None = None,
     """Create a vDPA device of ours (privileged: CAP_NET_ADMIN).
 
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
-        (and again in the daemon); VdpaKernelTimeout after
-        :data:`CALL_TIMEOUT` (the daemon may still finish the creation);
-        the typed kernel errors of
+        (and again in the daemon); VdpaPrivilegedCallsBusy;
+        VdpaKernelTimeout after :data:`DAEMON_TIMEOUT` or at once while a
+        call is stuck (the daemon may still finish the creation); the
+        typed kernel errors of
         :meth:`nova_vdpa.kernel.netlink.VdpaClient.create_device`.
     """
     validate.create_args(name, mgmtdev, mac, mtu, max_vq_pairs,
@@ -302,8 +303,9 @@ def bind_device(name: str) -> str:
 
     :returns: the ``/dev/vhost-vdpa-N`` path of the device.
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
-        (the daemon checks the management device too); VdpaKernelTimeout;
-        VdpaDeviceNotFound, VdpaBindError, VdpaChardevNotFound.
+        (the daemon checks the management device too);
+        VdpaPrivilegedCallsBusy; VdpaKernelTimeout; VdpaDeviceNotFound,
+        VdpaBindError, VdpaChardevNotFound.
     """
     validate.device_name(name)
     check_ours(name, None, 'bind')
@@ -337,8 +339,9 @@ def delete_device(name: str, timeout: float,
         it can only narrow what the daemon's configuration allows, so the
         caller needs no read of its own to refuse a device outside it.
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
-        (the daemon checks the management device too); VdpaDeviceInUse,
-        VdpaDeleteTimeout, VdpaKernelTimeout, VdpaDeviceNotFound.
+        (the daemon checks the management device too);
+        VdpaPrivilegedCallsBusy; VdpaDeviceInUse, VdpaDeleteTimeout,
+        VdpaKernelTimeout, VdpaDeviceNotFound.
     """
     validate.device_name(name)
     validate.timeout(timeout, name)

@@ -36,6 +36,7 @@ import fixtures
 from nova_vdpa import allocator
 from nova_vdpa import exception
 from nova_vdpa.kernel import netlink
+from nova_vdpa.kernel import worker
 from nova_vdpa.privsep import migration as priv_migration
 from nova_vdpa.privsep import vdpa as priv_vdpa
 from tests.functional.allocator_base import AllocatorBedTestCase
@@ -124,6 +125,8 @@ class TestDeadlines(AllocatorBedTestCase):
                 break
             except exception.VdpaKernelTimeout:
                 time.sleep(0.1)
+        # And this process's reader, stuck past its deadline too.
+        self.assertTrue(worker.wait_not_stuck(60))
         print('working again %.1f s after the holder let go'
               % (time.monotonic() - t0))
         self.assertEqual(other.chardev, chardev)
