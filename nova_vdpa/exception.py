@@ -330,6 +330,30 @@ class PrivsepIncompatible(NovaVdpaException):
                "needs %(what)s, which this oslo.privsep does not have")
 
 
+class VdpaPrivilegedCallsBusy(VdpaKernelError):
+    """Too many privileged vdpa calls of this process are in flight.
+
+    Raised at once, instead of queueing one more call behind the others
+    (oslo.privsep's daemon queues without a bound).
+    """
+
+    msg_fmt = ("refusing to %(attribute)s vDPA device %(device)s "
+               "(management device %(mgmtdev)s) now: %(limit)s privileged "
+               "vdpa calls of this process are already in flight, the "
+               "kernel or the privsep daemon is not keeping up")
+
+
+class VdpaBackendNotRead(VdpaKernelError):
+    """A device's vhost backend is not known, and its node is not opened.
+
+    Its node admits one opener: opening it when a guest may be starting
+    with the device would make that start fail with EBUSY.
+    """
+
+    msg_fmt = ("the vhost backend of vDPA device %(device)s (management "
+               "device %(mgmtdev)s) is not known: %(reason)s")
+
+
 # --- Messages
 
 def escape_control(value: object) -> str:

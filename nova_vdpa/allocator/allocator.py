@@ -47,9 +47,11 @@ Decisions, and what the kernel does that they rest on:
 * **Deadlines.** A deletion that waits for a holder keeps the kernel's
   vdpa lock, and every vdpa netlink request waits behind it in
   uninterruptible sleep. Every kernel read here therefore runs on one
-  reader thread with a deadline; while a read is stuck, later calls fail
-  at once with :class:`~nova_vdpa.exception.VdpaKernelTimeout` instead of
-  queueing behind it, and nothing privileged is attempted. What the
+  reader thread with a deadline (a
+  :class:`~nova_vdpa.kernel.worker.DeadlineWorker`); while a call of the
+  process is stuck, later calls fail at once with
+  :class:`~nova_vdpa.exception.VdpaKernelTimeout` instead of queueing
+  behind it, and nothing privileged is attempted. What the
   daemon reads itself is not read again here: a creation returns the new
   device as the kernel reports it, and a release leaves the lookup to the
   daemon's deletion job, which has the deletion's deadline and fails at
@@ -58,6 +60,23 @@ Decisions, and what the kernel does that they rest on:
   asleep in the kernel stops every green thread. Seen on 6.12: the kernel
   unlinks a device from ``/sys/bus/vdpa/devices`` before the removal
   waits, so a device whose deletion is stuck already looks gone.
+* **Opening nodes.** A ``/dev/vhost-vdpa-N`` node admits one opener
+  (``vhost_vdpa_open`` sets an atomic ``opened`` flag; a second open gets
+  EBUSY until the first closes), and libvirt opens it for QEMU after
+  :meth:`Allocator.allocate` returned, outside any lock of ours. An open
+  of ours at that moment would make the guest's start fail. So nova-vdpa
+  opens a node only (1) in the daemon's creation, right after binding,
+  before the device is handed to anyone: the vhost backend (migration
+  support) is read then and kept here, and :meth:`Allocator.vhost_backend`
+  never opens the node again; (2) to probe for a holder before deleting
+  a device: :meth:`Allocator.release` runs once Nova is done with the
+  port's guest, under the port lock :meth:`Allocator.allocate` takes, and
+  a re-allocation takes a pending release off the retry queue under the
+  same lock (:mod:`nova_vdpa.allocator.deferred`), so no guest is being
+  started with a device being released. A probe or read of one device
+  never disturbs another's node (``opened`` is per device). The number
+  of an opened node is checked on its descriptor (``fstat``), not on the
+  path.
 * **Reconciliation.** The kernel, the instances and their ports are the
   record: at start-up :meth:`Allocator.reconcile` allocates every
   expected port (which repairs what a crash left half done: a device not
@@ -89,7 +108,6 @@ from nova_vdpa.allocator.ports import is_ours
 from nova_vdpa.allocator.ports import parse_simulated_vfs
 from nova_vdpa.allocator.ports import PortRequest
 from nova_vdpa.allocator.ports import ReconcileResult
-from nova_vdpa.allocator import reader as reader_mod
 from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
@@ -97,7 +115,7 @@ from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs as sysfs_mod
 from nova_vdpa.kernel import validate
 from nova_vdpa.kernel import vhost
-from nova_vdpa.privsep import migration as priv_migration
+from nova_vdpa.kernel import worker
 import nova_vdpa.privsep.vdpa
 
 LOG = logging.getLogger(__name__)
@@ -175,8 +193,11 @@ class Allocator:
                         ', '.join(sorted({s.mgmtdev for s in
                                           self._simulated.values()})))
         self._delete_timeout = delete_timeout
+        #: vhost backends read at creation, by device name (port-locked)
+        self._backends: dict[str, vhost.Backend] = {}
         self._sysfs = sysfs or sysfs_mod.VdpaSysfs()
-        self._reader = reader_mod.Reader(client_factory, read_timeout)
+        self._read_timeout = read_timeout
+        self._reader = worker.DeadlineWorker(client_factory, 'vdpa-reader')
         atexit.register(self.close)
 
     @classmethod
@@ -196,7 +217,7 @@ class Allocator:
     def close(self) -> None:
         """Stop the reader thread and close its netlink socket."""
         atexit.unregister(self.close)
-        self._reader.close()
+        self._reader.stop()
 
     # ------------------------------------------------------------ checks
     @staticmethod
@@ -261,7 +282,8 @@ class Allocator:
     # ------------------------------------------------------------- reads
     def _read(self, fn: Callable[[netlink.VdpaClient], Any], device: str,
               mgmtdev: str, what: str) -> Any:
-        return self._reader.call(fn, device, mgmtdev, what)
+        return self._reader.call(fn, timeout=self._read_timeout,
+                                 device=device, mgmtdev=mgmtdev, what=what)
 
     def _read_device(self, name: str) -> tuple[model.VdpaDevice,
                                                model.DeviceConfig] | None:
@@ -336,13 +358,24 @@ class Allocator:
     def vhost_backend(self, allocation: Allocation) -> vhost.Backend:
         """The vhost backend of the port's device (its migration support).
 
-        Read through its node, which the kernel opens to one process only:
-        for a device of ours that no VMM holds yet.
+        As the daemon read it when it created the device; the node is
+        never opened later (see "Opening nodes" above).
 
-        :raises: VdpaDeviceNotOurs for an adopted device; VdpaSysfsError
-            when the node is held or cannot be read; VdpaKernelTimeout.
+        :raises: VdpaBackendNotRead for a device this allocator did not
+            create (an adopted device, one made before a restart) or whose
+            node did not answer then.
         """
-        return priv_migration.read_backend(allocation.name)
+        with lockutils.lock('nova-vdpa-port-' + allocation.name):
+            backend = self._backends.get(allocation.name)
+        if backend is None:
+            raise exception.VdpaBackendNotRead(
+                device=allocation.name, mgmtdev=allocation.mgmtdev,
+                reason='nova-vdpa reads it only while it creates a device, '
+                'before a guest may open the device node, and %s'
+                % ('this device is an operator\'s' if not allocation.owned
+                   else 'this device was not created by this process, or '
+                   'its node did not answer then'))
+        return backend
 
     def vf_management_devices(self) -> dict[str, model.ManagementDevice]:
         """Every VF that can get a network vDPA device now (inventory).
@@ -439,6 +472,8 @@ class Allocator:
         except exception.VdpaPrivsepDied:
             self._delete_half_made(name)
             raise
+        if made.backend is not None:
+            self._backends[name] = made.backend
         return Allocation(chardev=made.chardev, owned=True,
                           device=made.device, config=made.config)
 
@@ -514,6 +549,7 @@ class Allocator:
                         stale: list[tuple[str, Any, Any]]) -> None:
         found = ', '.join('%s %s' % (w, f) for w, f, _ in stale)
         wanted = ', '.join('%s %s' % (w, v) for w, _, v in stale)
+        self._backends.pop(name, None)
         try:
             nova_vdpa.privsep.vdpa.delete_device(name, self._delete_timeout)
         except exception.VdpaDeviceInUse:
@@ -567,13 +603,16 @@ class Allocator:
         """
         name = device_name(port_id)
         with lockutils.lock('nova-vdpa-port-' + name):
+            # A device released is no more a guest's: whatever is made
+            # again under the name reads its own backend.
+            self._backends.pop(name, None)
             if not self._sysfs.exists(name):
                 return
             # No read of our own: the daemon looks the device up, checks
             # its management device against management_devices and for a
             # holder, and deletes it, in one job under the deletion's
             # deadline. A read known to be stuck still fails this at once.
-            self._reader.check(name, '-', 'delete')
+            worker.check_not_stuck(name, '-', 'delete')
             for attempt in (1, 2):
                 try:
                     nova_vdpa.privsep.vdpa.delete_device(

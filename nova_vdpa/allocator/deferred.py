@@ -50,9 +50,10 @@ from nova_vdpa import exception
 LOG = logging.getLogger(__name__)
 
 #: errors after which a release can succeed later: the device is held, a
-#: deletion did not finish in time, or the kernel is busy with one
+#: deletion did not finish in time, the kernel is busy with one, or too
+#: many privileged calls are in flight
 RETRYABLE = (exception.VdpaDeviceInUse, exception.VdpaDeleteTimeout,
-             exception.VdpaKernelTimeout)
+             exception.VdpaKernelTimeout, exception.VdpaPrivilegedCallsBusy)
 
 #: errors no retry can cure: logged once, the port leaves the queue
 PERMANENT = (exception.VdpaPortRequestInvalid, exception.VdpaDeviceNotOurs)

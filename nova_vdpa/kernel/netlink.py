@@ -66,6 +66,9 @@ VDPA_CMD_DEV_CONFIG_GET = 6
 VDPA_CMD_DEV_VSTATS_GET = 7
 VDPA_CMD_DEV_ATTR_SET = 8
 
+#: seconds a vdpa socket waits for each part of an answer
+RECV_TIMEOUT = 30.0
+
 _COMMAND_NAMES = {
     VDPA_CMD_MGMTDEV_GET: 'management device get',
     VDPA_CMD_DEV_NEW: 'device create',
@@ -222,18 +225,28 @@ class VdpaSocket:
     the test bed (TCG) cost 6 ms per DEV_GET against 1.5 ms this way, and
     nova-compute asks several per port.
 
+    A request whose answer does not come within ``recv_timeout`` seconds
+    raises ``TimeoutError`` (the socket's own timeout: pyroute2's sockets
+    are not used here). That bounds a reply lost or late; it cannot bound
+    a request asleep behind the kernel's vdpa lock, which sleeps in
+    ``send`` itself: that is :mod:`nova_vdpa.kernel.worker`'s job.
+
     :param ext_ack: ask the kernel to explain policy errors (MTU < 68, bad
         MAC) in extended acks.
+    :param recv_timeout: seconds to wait for each part of an answer.
     """
 
     #: receive buffer; the kernel fills a dump skb up to 32 KiB
     RECV_SIZE = 65536
 
-    def __init__(self, ext_ack: bool = True) -> None:
+    def __init__(self, ext_ack: bool = True,
+                 recv_timeout: float = RECV_TIMEOUT) -> None:
+        self.recv_timeout = recv_timeout
         self._sock = socket.socket(socket.AF_NETLINK,
                                    socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                    NETLINK_GENERIC)
         try:
+            self._sock.settimeout(recv_timeout)
             self._sock.bind((0, 0))
             if ext_ack:
                 self._sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
@@ -270,7 +283,8 @@ class VdpaSocket:
         received buffers, others pyroute2's decoded messages.
 
         :raises: NetlinkError with the kernel's errno and extended ack;
-            OSError for a socket error or a truncated reply.
+            TimeoutError when an answer does not come in time; OSError for
+            a socket error or a truncated reply.
         """
         self._seq = self._seq % 0x7fffffff + 1
         seq = self._seq
@@ -450,6 +464,14 @@ class VdpaClient:
         except NetlinkError as e:
             extack = e.args[1] if len(e.args) > 1 else None
             return (e.code, None if extack == _strerror(e.code) else extack)
+        except TimeoutError:
+            # The one place a socket timeout becomes ours. The late answer
+            # is skipped by its sequence number if it ever comes.
+            raise exception.VdpaKernelTimeout(
+                timeout=getattr(self._sock, 'recv_timeout', RECV_TIMEOUT),
+                **dict(ctx, attribute='%s (%s)' % (
+                    _COMMAND_NAMES.get(command, 'command %d' % command),
+                    ctx.get('attribute', '-'))))
         except OSError as e:
             raise exception.VdpaKernelError(
                 reason='netlink I/O error: %s' % e, **ctx) from None

@@ -407,18 +407,74 @@ class VdpaSysfs:
                     node, os.major(rdev), os.minor(rdev), major, minor))
         return node
 
+    def _child_rdev(self, name: str) -> int:
+        """The device number sysfs gives ``name``'s vhost-vdpa child.
+
+        :raises: VdpaChardevNotFound, VdpaDeviceNotFound, VdpaNotLoaded
+        """
+        path = self._device_dir(name)
+        try:
+            children = [c for c in os.listdir(path)
+                        if c.startswith('vhost-vdpa-')]
+            if len(children) != 1:
+                raise self._error(
+                    exception.VdpaChardevNotFound, name, 'vhost-vdpa-*',
+                    '%d vhost-vdpa children' % len(children))
+            with open(os.path.join(path, children[0], 'dev')) as f:
+                major, minor = (int(x) for x in f.read().split(':'))
+        except FileNotFoundError:
+            raise self._not_on_bus(name)
+        except (OSError, ValueError) as e:
+            raise self._error(exception.VdpaChardevNotFound, name,
+                              'vhost-vdpa-*', str(e))
+        return os.makedev(major, minor)
+
+    def _open_node(self, chardev: str, name: str) -> int:
+        """Open ``chardev``, checked to be ``name``'s node once open.
+
+        The device number is compared on the open descriptor (``fstat``),
+        not on the path: a node replaced between a lookup and the open
+        (the device deleted and its number given to another) is never
+        taken for this device's. ``name`` ``-``: no check.
+
+        :raises: OSError from the open (EBUSY: held); VdpaChardevNotFound
+            when the open node is not the device's.
+        """
+        fd = self._open_exclusive(chardev)
+        if name == '-':
+            return fd
+        try:
+            rdev = os.fstat(fd).st_rdev
+            wanted = self._child_rdev(name)
+        except BaseException:
+            os.close(fd)
+            raise
+        if rdev != wanted:
+            os.close(fd)
+            raise self._error(
+                exception.VdpaChardevNotFound, name, chardev,
+                'the open %s is %d:%d, sysfs says %d:%d' % (
+                    chardev, os.major(rdev), os.minor(rdev),
+                    os.major(wanted), os.minor(wanted)))
+        return fd
+
     def is_open(self, chardev: str, name: str = '-') -> bool:
         """Whether a process holds ``chardev`` open (exclusive open probe).
 
         vhost-vdpa admits one opener, so an open that fails with EBUSY
         proves a holder without reading other processes' file tables. The
-        probe itself needs only write permission on the node.
+        probe itself needs only write permission on the node. While the
+        probe has it open, another opener gets EBUSY: callers probe only
+        a device no guest may be starting with (see
+        :mod:`nova_vdpa.allocator.allocator`, "Opening nodes").
 
-        :param name: the vDPA device the node belongs to, for errors.
-        :raises: VdpaSysfsError when the node cannot be opened at all.
+        :param name: the vDPA device the node belongs to; its sysfs device
+            number is checked on the opened descriptor.
+        :raises: VdpaSysfsError when the node cannot be opened at all;
+            VdpaChardevNotFound when it is not ``name``'s.
         """
         try:
-            fd = self._open_exclusive(chardev)
+            fd = self._open_node(chardev, name)
         except OSError as e:
             if e.errno == errno.EBUSY:
                 return True
@@ -431,16 +487,18 @@ class VdpaSysfs:
     def backend(self, chardev: str, name: str = '-') -> vhost.Backend:
         """The vhost backend of an unheld node (migration support).
 
-        Opening the node resets the device when it is closed again: call
-        it only on a device no VMM uses yet.
+        Opening the node resets the device when it is closed again, and
+        makes another opener fail with EBUSY meanwhile: call it only on a
+        device no VMM uses or is being started with.
 
-        :param name: the vDPA device the node belongs to, for errors.
+        :param name: the vDPA device the node belongs to; its sysfs device
+            number is checked on the opened descriptor.
         :raises: VdpaSysfsError when the node cannot be opened (a process
             holds it: the kernel answers these ioctls to its one opener
-            only) or read.
+            only) or read; VdpaChardevNotFound when it is not ``name``'s.
         """
         try:
-            fd = self._open_exclusive(chardev)
+            fd = self._open_node(chardev, name)
         except OSError as e:
             why = ('a process holds it, and the kernel answers only its one '
                    'opener' if e.errno == errno.EBUSY else str(e))

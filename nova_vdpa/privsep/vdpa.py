@@ -28,14 +28,30 @@ its own ``[nova_vdpa] management_devices`` leaves out (an empty list
 allows none); a creation on a management device that already carries
 its limit of our devices (one on a VF's or SF's, ``max_devices_per_simulator``
 on a simulator's).
+
+No call can hang the daemon or its caller:
+
+* in the daemon, every kernel call that can wait behind the kernel's vdpa
+  lock (creation, binding, the lookups, the backend read) runs on one
+  :class:`~nova_vdpa.kernel.worker.DeadlineWorker` under
+  :data:`DAEMON_TIMEOUT`, deletions on the kernel layer's own worker
+  under their deadline; while one of them is stuck in the kernel, the
+  others fail at once with VdpaKernelTimeout (one state per daemon);
+* on the caller's side, at most :data:`MAX_IN_FLIGHT` privileged calls of
+  a process are in flight; one more fails at once with
+  VdpaPrivilegedCallsBusy. oslo.privsep's daemon queues calls for its
+  thread pool without a bound, before any code of ours runs, so the bound
+  is kept where the calls start.
 """
 
+import contextlib
 import dataclasses
 import threading
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import uuid
 
 from oslo_config import cfg
+from oslo_log import log as logging
 from oslo_privsep import comm
 
 from nova_vdpa import conf as vdpa_conf
@@ -45,10 +61,14 @@ from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from nova_vdpa.kernel import validate
+from nova_vdpa.kernel import vhost
+from nova_vdpa.kernel import worker
 # Not "import nova_vdpa.privsep": the package imports this module while
 # it is itself being imported (see its end).
 from nova_vdpa import privsep
 from nova_vdpa.privsep import channel
+
+LOG = logging.getLogger(__name__)
 
 #: prefix of every device nova-vdpa creates; the Neutron port UUID follows
 DEVICE_PREFIX = 'nvdpa-'
@@ -58,6 +78,13 @@ DEVICE_PREFIX = 'nvdpa-'
 CALL_TIMEOUT = 30.0
 #: the same for a deletion, which has its own deadline inside the daemon
 DELETE_CALL_TIMEOUT = validate.MAX_TIMEOUT + CALL_TIMEOUT
+#: seconds the daemon waits for the kernel in a create, bind or read before
+#: it answers VdpaKernelTimeout itself (inside CALL_TIMEOUT, so that the
+#: caller gets the daemon's typed answer, and the daemon's thread is free)
+DAEMON_TIMEOUT = 20.0
+#: privileged calls one process may have in flight; nova-compute builds
+#: up to 10 instances at once by default (max_concurrent_builds)
+MAX_IN_FLIGHT = 32
 
 
 def device_name(port_id: str) -> str:
@@ -90,17 +117,35 @@ _sysfs_factory = sysfs.VdpaSysfs
 #: the configuration both sides read (the daemon's comes from the files
 #: nova-compute passes to privsep-helper)
 _conf = cfg.CONF
-_local = threading.local()
+_in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
 
-def _client() -> netlink.VdpaClient:
-    # One socket per daemon thread: pyroute2 sockets are not shared.
-    client = getattr(_local, 'client', None)
-    if client is None or getattr(_local, 'factory', None) is not \
-            _client_factory:
-        client = _local.client = _client_factory()
-        _local.factory = _client_factory
-    return client
+@contextlib.contextmanager
+def _admitted(name: str, mgmtdev: str, action: str) -> Iterator[None]:
+    """Count a privileged call in flight; refuse one over the bound.
+
+    :raises: VdpaPrivilegedCallsBusy
+    """
+    if not _in_flight.acquire(blocking=False):
+        raise exception.VdpaPrivilegedCallsBusy(
+            device=name, mgmtdev=mgmtdev, attribute=action,
+            limit=MAX_IN_FLIGHT)
+    try:
+        yield
+    finally:
+        _in_flight.release()
+
+
+def _in_kernel(fn: Callable[[netlink.VdpaClient], Any], name: str,
+               mgmtdev: str, action: str) -> Any:
+    """``fn(client)`` on the daemon's kernel worker, under DAEMON_TIMEOUT.
+
+    :raises: VdpaKernelTimeout, at once while a call is stuck; what
+        ``fn`` raises.
+    """
+    return worker.shared(_client_factory, 'privsep').call(
+        fn, timeout=DAEMON_TIMEOUT, device=name, mgmtdev=mgmtdev,
+        what=action)
 
 
 def _group() -> cfg.ConfigOpts.GroupAttr:
@@ -142,15 +187,17 @@ def check_ours(name: str, mgmtdev: str | None, action: str,
                 + vdpa_conf.not_allowed_reason(allowed))
 
 
-def check_ours_in_daemon(name: str, action: str) -> None:
+def check_ours_in_daemon(name: str, action: str,
+                         client: netlink.VdpaClient) -> None:
     """:func:`check_ours` with the management device the kernel reports.
 
-    For the daemon's side of a call whose caller knew only the name.
+    For the daemon's side of a call whose caller knew only the name; run
+    on the daemon's kernel worker (``client`` is the worker's).
 
     :raises: VdpaDeviceNotOurs, and what a DEV_GET raises.
     """
     check_ours(name, None, action)
-    check_ours(name, _client().get_device(name).mgmtdev, action)
+    check_ours(name, client.get_device(name).mgmtdev, action)
 
 
 _room_locks: dict[str, threading.Lock] = {}
@@ -199,11 +246,16 @@ def _timeout_error(name: str, mgmtdev: str, action: str,
 
 
 class BoundDevice(NamedTuple):
-    """A device just created and bound, as the kernel reports it after."""
+    """A device just created and bound, as the kernel reports it after.
+
+    ``backend`` is its vhost backend, read through its node before anyone
+    else knew the device; None when the node did not answer.
+    """
 
     chardev: str
     device: model.VdpaDevice
     config: model.DeviceConfig
+    backend: vhost.Backend | None
 
 
 def create_bound_device(name: str, mgmtdev: str, mac: str | None = None,
@@ -215,7 +267,10 @@ def create_bound_device(name: str, mgmtdev: str, mac: str | None = None,
     cannot be bound is deleted again
     (:func:`nova_vdpa.kernel.lifecycle.create_device`), and the kernel's
     view of the new device (DEV_GET, CONFIG_GET) comes back with its
-    chardev, read by the daemon right after binding.
+    chardev, read by the daemon right after binding. So does its vhost
+    backend (migration support): its node admits one opener, and this is
+    the one moment nova-vdpa may open it without racing a guest's start,
+    before the device was handed to anyone.
 
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
         (and again in the daemon); VdpaNoSpace when the management device
@@ -228,32 +283,49 @@ def create_bound_device(name: str, mgmtdev: str, mac: str | None = None,
     validate.create_args(name, mgmtdev, mac, mtu, max_vq_pairs, None)
     check_ours(name, mgmtdev, 'create')
     try:
-        chardev, device, config = channel.call(
-            privsep.vdpa_pctxt, _create_bound_device, name, mgmtdev, mac,
-            mtu, max_vq_pairs, action='create', device=name,
-            mgmtdev=mgmtdev)
+        with _admitted(name, mgmtdev, 'create'):
+            chardev, device, config, backend = channel.call(
+                privsep.vdpa_pctxt, _create_bound_device, name, mgmtdev,
+                mac, mtu, max_vq_pairs, action='create', device=name,
+                mgmtdev=mgmtdev)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, mgmtdev, 'create', CALL_TIMEOUT)
     return BoundDevice(chardev, model.VdpaDevice(**device),
-                       model.DeviceConfig(**config))
+                       model.DeviceConfig(**config),
+                       None if backend is None else vhost.Backend(*backend))
 
 
 @privsep.vdpa_pctxt.entrypoint_with_timeout(CALL_TIMEOUT)
 def _create_bound_device(name: str, mgmtdev: str, mac: str | None,
                          mtu: int | None, max_vq_pairs: int | None
-                         ) -> tuple[str, dict, dict]:
+                         ) -> tuple[str, dict, dict, tuple | None]:
     check_ours(name, mgmtdev, 'create')
-    client = _client()
-    # The count and the creation under one lock per management device:
-    # two creations on it cannot both see room for one.
-    with _room_lock(mgmtdev):
-        check_room(client, name, mgmtdev)
-        chardev = lifecycle.create_device(client, _sysfs_factory(), name,
-                                          mgmtdev, mac=mac, mtu=mtu,
-                                          max_vq_pairs=max_vq_pairs)
-    # Plain values: privsep's channel carries msgpack, not dataclasses.
-    return (chardev, dataclasses.asdict(client.get_device(name)),
-            dataclasses.asdict(client.get_config(name)))
+    # The rollback of a creation that cannot be bound is a deletion on
+    # the kernel layer's delete worker, within this call's deadline.
+    rollback = min(float(_group().delete_timeout), DAEMON_TIMEOUT / 2)
+
+    def job(client: netlink.VdpaClient
+            ) -> tuple[str, dict, dict, tuple | None]:
+        s = _sysfs_factory()
+        # The count and the creation under one lock per management
+        # device: two creations on it cannot both see room for one.
+        with _room_lock(mgmtdev):
+            check_room(client, name, mgmtdev)
+            chardev = lifecycle.create_device(
+                client, s, name, mgmtdev, mac=mac, mtu=mtu,
+                max_vq_pairs=max_vq_pairs, rollback_timeout=rollback,
+                client_factory=_client_factory)
+        try:
+            backend = dataclasses.astuple(s.backend(chardev, name))
+        except exception.VdpaKernelError as e:
+            LOG.warning('vhost backend of new vDPA device %s unreadable, '
+                        'it is taken for one that cannot migrate live: %s',
+                        name, e)
+            backend = None
+        # Plain values: privsep's channel carries msgpack, not dataclasses.
+        return (chardev, dataclasses.asdict(client.get_device(name)),
+                dataclasses.asdict(client.get_config(name)), backend)
+    return _in_kernel(job, name, mgmtdev, 'create')
 
 
 def bind_device(name: str) -> str:
@@ -261,24 +333,30 @@ def bind_device(name: str) -> str:
 
     :returns: the ``/dev/vhost-vdpa-N`` path of the device.
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
-        (the daemon checks the management device too); VdpaKernelTimeout;
-        VdpaDeviceNotFound, VdpaBindError, VdpaChardevNotFound.
+        (the daemon checks the management device too);
+        VdpaPrivilegedCallsBusy; VdpaKernelTimeout; VdpaDeviceNotFound,
+        VdpaBindError, VdpaChardevNotFound.
     """
     validate.device_name(name)
     check_ours(name, None, 'bind')
     try:
-        return channel.call(privsep.vdpa_pctxt, _bind_device, name,
-                            action='bind', device=name)
+        with _admitted(name, '-', 'bind'):
+            return channel.call(privsep.vdpa_pctxt, _bind_device, name,
+                                action='bind', device=name)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, '-', 'bind', CALL_TIMEOUT)
 
 
 @privsep.vdpa_pctxt.entrypoint_with_timeout(CALL_TIMEOUT)
 def _bind_device(name: str) -> str:
-    check_ours_in_daemon(name, 'bind')
-    s = _sysfs_factory()
-    s.bind(name, sysfs.VHOST_VDPA)
-    return s.chardev(name)
+    check_ours(name, None, 'bind')
+
+    def job(client: netlink.VdpaClient) -> str:
+        check_ours_in_daemon(name, 'bind', client)
+        s = _sysfs_factory()
+        s.bind(name, sysfs.VHOST_VDPA)
+        return s.chardev(name)
+    return _in_kernel(job, name, '-', 'bind')
 
 
 def delete_device(name: str, timeout: float,
@@ -293,8 +371,9 @@ def delete_device(name: str, timeout: float,
         caller needs no read of its own to refuse a device outside it
         (None: no narrowing; an empty list allows none).
     :raises: VdpaInvalidArgument and VdpaDeviceNotOurs before escalation
-        (the daemon checks the management device too); VdpaDeviceInUse,
-        VdpaDeleteTimeout, VdpaKernelTimeout, VdpaDeviceNotFound.
+        (the daemon checks the management device too);
+        VdpaPrivilegedCallsBusy; VdpaDeviceInUse, VdpaDeleteTimeout,
+        VdpaKernelTimeout, VdpaDeviceNotFound.
     """
     validate.device_name(name)
     validate.timeout(timeout, name)
@@ -302,11 +381,12 @@ def delete_device(name: str, timeout: float,
         validate.mgmtdev_handle(handle)
     check_ours(name, None, 'delete')
     try:
-        channel.call(privsep.vdpa_pctxt, _delete_device, name,
-                     float(timeout),
-                     None if management_devices is None
-                     else list(management_devices),
-                     action='delete', device=name)
+        with _admitted(name, '-', 'delete'):
+            channel.call(privsep.vdpa_pctxt, _delete_device, name,
+                         float(timeout),
+                         None if management_devices is None
+                         else list(management_devices),
+                         action='delete', device=name)
     except comm.PrivsepTimeout:
         raise _timeout_error(name, '-', 'delete', DELETE_CALL_TIMEOUT)
 

@@ -145,9 +145,8 @@ class TestStuckDeletion(AllocatorBedTestCase):
     """A deletion stuck on a held chardev, and everything else meanwhile."""
 
     def test_reads_and_creates_fail_fast_with_a_typed_error(self):
-        # oslo.privsep's client logs its own timeout, and the late reply
-        # when the daemon's call finally ends: the test's details, not the
-        # console.
+        # oslo.privsep's client would log its own timeout: the test's
+        # details, not the console.
         privsep_log = self.useFixture(fixtures.FakeLogger(
             name='oslo_privsep.comm', level=logging.WARNING))
         a = self.alloc.allocate(self.request(4))
@@ -179,7 +178,7 @@ class TestStuckDeletion(AllocatorBedTestCase):
                  exception.VdpaKernelTimeout),
                 ('release', lambda: alloc.release(PORTS[7]),
                  exception.VdpaKernelTimeout),
-                # The privileged call's own deadline (privsep timeout).
+                # The daemon's deadline for a create (DAEMON_TIMEOUT).
                 ('privsep create', lambda: priv_vdpa.create_bound_device(
                     allocator.device_name(PORTS[6]), 'vdpasim_net'),
                  exception.VdpaKernelTimeout)):
@@ -213,14 +212,10 @@ class TestStuckDeletion(AllocatorBedTestCase):
                 break
             time.sleep(0.1)
         self.assertEqual({b.name, other.name, late}, set(self.devices()))
-        self.assertIn('Timeout while executing a command', privsep_log.output)
-        # The daemon answers the timed-out call once it is done; wait for
-        # the client to have seen that answer, still inside this test.
-        for _ in range(600):
-            if 'oustanding_msgs' in privsep_log.output:
-                break
-            time.sleep(0.1)
-        self.assertIn('oustanding_msgs', privsep_log.output)
+        # The daemon answered the create itself, typed, at its own
+        # deadline: the caller's privsep channel never timed out.
+        self.assertNotIn('Timeout while executing a command',
+                         privsep_log.output)
 
     def wait_in_kernel(self, thread):
         """Wait until the deleter sleeps in vhost_vdpa's removal."""

@@ -27,12 +27,27 @@ from oslotest import base
 
 from nova_vdpa import conf as vdpa_conf
 from nova_vdpa.kernel import netlink
+from nova_vdpa.kernel import worker
 import nova_vdpa.privsep
 from tests.unit import fake_kernel
 
 
 class TestCase(base.BaseTestCase):
-    """oslotest's base: timeout, output and log capture from tox's env."""
+    """oslotest's base: timeout, output and log capture from tox's env.
+
+    A kernel call left stuck by a test (the kernel workers' state is one
+    per process) must have returned when the test ends, or the next test
+    of the process would fail fast for it.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(self._no_call_stuck)
+
+    def _no_call_stuck(self):
+        if not worker.wait_not_stuck(fake_kernel.BLOCK_LIMIT + 5):
+            raise AssertionError('a kernel call of the test is still stuck: '
+                                 '%s' % (worker.stuck(),))
 
 
 def _no_daemon(*args, **kwargs):

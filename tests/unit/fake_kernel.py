@@ -33,6 +33,10 @@ test (tests/functional/test_kernel_*.py) checks against the real kernel:
   with its management device's ``backend`` (ENOTTY for others);
 * a vhost-vdpa node admits one opener (EBUSY), and deleting a device whose
   node is open, or unbinding it from vhost_vdpa, blocks until it is closed;
+* a netlink request runs under the kernel's vdpa lock (``vdpa_dev_lock``,
+  held by DEV_NEW and DEV_DEL for writing, by the GETs for reading; taken
+  whole here): while a deletion waits for a holder, every other request
+  waits too (tests/functional/test_kernel_deadlines.py shows it on 6.12);
 * ``bind``, ``unbind`` and ``drivers_probe`` find a device by name as
   ``sysfs_streq`` does: one trailing newline on either side is ignored;
 * device names are not checked: any name iproute2 sends is created;
@@ -146,6 +150,8 @@ class FakeKernel(fixtures.Fixture):
         self.mgmtdevs = list(mgmtdevs or [vdpasim_net()])
         self.devices = {}
         self.cond = threading.Condition()
+        #: the kernel's vdpa_dev_lock, around every request
+        self.vdpa_lock = threading.Lock()
         self._clients = []
         #: replies as bytes, by (cmd, family id, attributes)
         self.wire_cache = {}
@@ -227,6 +233,11 @@ class FakeKernel(fixtures.Fixture):
 
     # ------------------------------------------------------------- netlink
     def handle(self, cmd, attrs, dump):
+        """Run one request under the vdpa lock; see :meth:`_handle`."""
+        with self.vdpa_lock:
+            return self._handle(cmd, attrs, dump)
+
+    def _handle(self, cmd, attrs, dump):
         """Run one request; return reply attribute lists or raise.
 
         A dump's replies are built one by one as the socket encodes them

@@ -30,6 +30,7 @@ from nova_vdpa import exception
 from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
+from nova_vdpa.kernel import vhost
 from nova_vdpa.privsep import vdpa as priv_vdpa
 from tests.unit import base
 from tests.unit import fake_kernel
@@ -948,3 +949,42 @@ class TestPrivsepDaemonKilled(AllocatorTestCase):
         self.assertIn('Reconciling the vDPA device of port %s' % PORT_A,
                       self.log.output)
         self.assertIn('Traceback', self.log.output)
+
+
+class TestVhostBackend(AllocatorTestCase):
+    """The backend is read at creation; the node is never opened later."""
+
+    def test_read_at_creation_then_kept(self):
+        a = self.alloc.allocate(self.request())
+        # A guest holds the node now: any open of ours would be refused.
+        self.kernel.open_chardev(a.name)
+        self.assertEqual(vhost.Backend(*self.mgmtdevs[0].backend),
+                         self.alloc.vhost_backend(a))
+        self.assertIsNotNone(self.kernel.devices[a.name].holder)
+
+    def test_not_read_for_a_device_this_allocator_did_not_make(self):
+        self.alloc.allocate(self.request())
+        other = self.allocator()
+        found = other.allocate(self.request())
+        e = self.assertRaises(exception.VdpaBackendNotRead,
+                              other.vhost_backend, found)
+        self.assertIn(found.name, str(e))
+        self.assertIn('not created by this process', str(e))
+
+    def test_release_forgets_it(self):
+        a = self.alloc.allocate(self.request())
+        self.alloc.release(PORT_A)
+        self.assertRaises(exception.VdpaBackendNotRead,
+                          self.alloc.vhost_backend, a)
+        b = self.alloc.allocate(self.request())
+        self.assertEqual(vhost.Backend(*self.mgmtdevs[0].backend),
+                         self.alloc.vhost_backend(b))
+
+    def test_unreadable_node_is_no_backend(self):
+        self.useFixture(fixtures.MockPatchObject(
+            fake_kernel.FakeSysfs, '_ioctl',
+            side_effect=OSError(25, 'Inappropriate ioctl for device')))
+        a = self.alloc.allocate(self.request())
+        self.assertEqual('vhost_vdpa', self.sysfs.driver(a.name))
+        self.assertRaises(exception.VdpaBackendNotRead,
+                          self.alloc.vhost_backend, a)

@@ -128,6 +128,22 @@ class TestRelease(DeferredTestCase):
         self.assertEqual([a.name], sorted(self.kernel.devices))
         self.assertNotIn(b.name, self.log.output)
 
+    def test_too_many_calls_in_flight_is_retried_quietly(self):
+        a = self.releases.allocate(self.request())
+        slots = threading.BoundedSemaphore(1)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.vdpa._in_flight', slots))
+        slots.acquire()  # one privileged call of another thread
+        self.assertFalse(self.releases.release(PORT_A, SIM_VF))
+        (pending,) = self.releases.pending()
+        self.assertIsInstance(pending.error,
+                              exception.VdpaPrivilegedCallsBusy)
+        self.assertNotIn('Unexpected error', self.log.output)
+        self.assertIn(a.name, self.kernel.devices)
+        slots.release()
+        self.assertEqual([], self.releases.retry())
+        self.assertNotIn(a.name, self.kernel.devices)
+
     def test_releasing_a_pending_port_again_queues_it_once(self):
         self.held()
         self.releases.release(PORT_A)

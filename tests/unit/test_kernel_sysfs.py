@@ -24,6 +24,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import sysfs
+from nova_vdpa.kernel import worker as worker_mod
 from tests.unit import base
 from tests.unit import fake_kernel
 
@@ -83,7 +84,8 @@ class TestBinding(base.KernelTestCase):
         os.rename(os.path.join(self.kernel.bus, 'drivers', 'vhost_vdpa'),
                   os.path.join(self.kernel.root, 'unloaded'))
         self.assertRaises(exception.VdpaBindError, lifecycle.create_device,
-                          self.client, self.sysfs, 'vd0', 'vdpasim_net')
+                          self.client, self.sysfs, 'vd0', 'vdpasim_net',
+                          client_factory=self.kernel.client)
         self.assertEqual([], self.client.list_devices())
 
     def test_without_driver_override_unbind_and_bind(self):
@@ -270,7 +272,8 @@ class TestRollback(base.KernelTestCase):
                                                  refuse))
         e = self.assertRaises(exception.VdpaBindError,
                               lifecycle.create_device, self.client,
-                              self.sysfs, 'vd0', 'vdpasim_net')
+                              self.sysfs, 'vd0', 'vdpasim_net',
+                              client_factory=self.kernel.client)
         self.assertIn('vhost_vdpa is not loaded', str(e))
         self.assertIn('vDPA device vd0 on vdpasim_net could not be bound',
                       logs.output)
@@ -531,8 +534,9 @@ class TestDeleteWorker(base.KernelTestCase):
             return client
 
         self.client.create_device('vd0', 'vdpasim_net')
-        worker = lifecycle._DeleteWorker(factory)
-        worker._submit(lambda c, n: c.delete_device(n), 'vd0').result(5)
+        worker = worker_mod.DeadlineWorker(factory, 'vdpa-delete')
+        worker.submit(lambda c: c.delete_device('vd0'), 'vd0',
+                      'delete').result(5)
         self.assertEqual([], self.client.list_devices())
         [client] = made
         closed_in = []
@@ -548,10 +552,10 @@ class TestDeleteWorker(base.KernelTestCase):
 
         def factory():
             return self.kernel.client()
-        worker = lifecycle._worker(factory)
+        worker = worker_mod.shared(factory, 'delete')
         gate = threading.Event()
         self.addCleanup(gate.set)
-        worker._submit(lambda c, n: gate.wait(10), 'stuck')
+        worker.submit(lambda c: gate.wait(10), 'stuck', 'delete')
         t0 = time.monotonic()
         e = self.assertRaises(exception.VdpaKernelTimeout,
                               lifecycle.delete_device, self.sysfs, 'vd0',
@@ -567,7 +571,7 @@ class TestDeleteWorker(base.KernelTestCase):
                           timeout=5, client_factory=factory)
         self.assertLess(time.monotonic() - t0, 1)
         gate.set()
-        worker._submit(lambda c, n: None, 'sync').result(timeout=5)
+        worker.submit(lambda c: None, 'sync', 'sync').result(timeout=5)
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
         # Once it returned, deletions go through again.
@@ -594,23 +598,24 @@ class TestDeleteWorker(base.KernelTestCase):
                               timeout=0.3, client_factory=factory)
         self.assertIn('vd0', str(e))
         gate.set()
-        worker = lifecycle._worker(factory)
-        worker._submit(lambda c, n: None, 'sync').result(timeout=5)
+        worker = worker_mod.shared(factory, 'delete')
+        worker.submit(lambda c: None, 'sync', 'sync').result(timeout=5)
         # The caller was told it failed: the device is still there.
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
 
     def test_cancelled_request_never_runs(self):
         self.client.create_device('vd0', 'vdpasim_net')
-        worker = lifecycle._DeleteWorker(self.kernel.client)
+        worker = worker_mod.DeadlineWorker(self.kernel.client)
         self.addCleanup(worker.stop)
         gate = threading.Event()
-        blocker = worker._submit(lambda c, n: gate.wait(5), 'x')
-        queued = worker._submit(lambda c, n: c.delete_device(n), 'vd0')
+        blocker = worker.submit(lambda c: gate.wait(5), 'x', 'wait')
+        queued = worker.submit(lambda c: c.delete_device('vd0'), 'vd0',
+                               'delete')
         self.assertTrue(queued.cancel())
         gate.set()
         blocker.result(timeout=5)
-        worker._submit(lambda c, n: None, 'sync').result(timeout=5)
+        worker.submit(lambda c: None, 'sync', 'sync').result(timeout=5)
         self.assertEqual(['vd0'],
                          [d.name for d in self.client.list_devices()])
 
