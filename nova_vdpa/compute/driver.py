@@ -47,8 +47,10 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
   ``update_available_resource`` periodic task calls for each node (every
   60 s with nova 34.0.0's default ``update_resources_interval = 0``, and
   once at start-up), first retries the releases deferred while a process
-  held the device (:mod:`nova_vdpa.allocator.deferred`) and releases the
-  devices of failed incoming live migrations: no thread of our own.
+  held the device (:mod:`nova_vdpa.allocator.deferred`), releases the
+  devices of failed incoming live migrations, and then devices of ours
+  that nothing on the host uses (:mod:`nova_vdpa.compute.orphans`): no
+  thread of our own.
 """
 
 import typing as ty
@@ -62,6 +64,7 @@ from oslo_log import log as logging
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import inventory
 from nova_vdpa.compute import migration
+from nova_vdpa.compute import orphans
 from nova_vdpa.compute import overrides
 from nova_vdpa.compute import startup
 from nova_vdpa.compute import vif
@@ -110,6 +113,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         self.vdpa_allocator = allocator_factory(**_allocator_options(CONF))
         #: live migrations this host prepared as their destination
         self.vdpa_incoming = migration.Incoming()
+        self.vdpa_orphans = orphans.OrphanSweep()
         group = CONF[option_group()]
         offload = ('offload_checks' not in group) or group.offload_checks
         self.vif_driver = vif.LibvirtVdpaVIFDriver(
@@ -132,13 +136,18 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
     def retry_releases(self) -> None:
         """Retry the deferred releases once; never raises.
 
-        First the devices of incoming live migrations that failed.
+        First the devices of incoming live migrations that failed; last
+        the orphan sweep (:mod:`nova_vdpa.compute.orphans`).
         """
         migration.sweep(self, CONF.host)
         try:
             self.vif_driver.releases.retry()
         except Exception:  # the resource update must go on
             LOG.exception('Retrying the deferred vDPA releases failed')
+        try:
+            self.vdpa_orphans.sweep(self, CONF.host)
+        except Exception:  # the resource update must go on
+            LOG.exception('The vDPA orphan sweep failed')
 
     def _log_offload_checks(self) -> None:
         """Log the host's offload summary; never raises, never waits long."""

@@ -152,6 +152,12 @@ class Incoming:
         with self._lock:
             return list(self._ports)
 
+    def port_ids(self) -> set[str]:
+        """The ports of every prepared migration (the orphan sweep's)."""
+        with self._lock:
+            return {port for ports in self._ports.values()
+                    for port, _ in ports}
+
 
 def prepare_destination(driver: ty.Any, instance: ty.Any,
                         migrate_data: ty.Any) -> None:
