@@ -423,7 +423,7 @@ class TestOrphanSweep(DriverTestCase):
             self.driver.vdpa_allocator, 'owned_devices',
             side_effect=exception.VdpaKernelTimeout(
                 device='*', mgmtdev='-', attribute='device dump',
-                reason='no answer in 10 s')))
+                timeout=10)))
         self.driver.retry_releases()
         self.assertIn('vDPA orphan sweep skipped: the devices could not be '
                       'listed', self.stdlog.logger.output)
