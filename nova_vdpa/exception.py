@@ -354,6 +354,20 @@ class VdpaBackendNotRead(VdpaKernelError):
                "device %(mgmtdev)s) is not known: %(reason)s")
 
 
+class VdpaDeviceHeldByAnotherGuest(VdpaAllocatorError):
+    """A port's device is in another instance's guest on this host.
+
+    The port moved (detached from one instance, attached to another, or
+    bound anew) while the first guest still holds its device: never
+    handed to a second guest.
+    """
+
+    msg_fmt = ("vDPA device %(device)s (%(chardev)s) of port %(port_id)s "
+               "(VF %(vf_address)s) is in use by %(holder)s, not by "
+               "instance %(instance)s: the port moved while another guest "
+               "still holds its device; it is not given to a second guest")
+
+
 # --- Messages
 
 def escape_control(value: object) -> str:

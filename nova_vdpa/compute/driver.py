@@ -57,8 +57,10 @@ from nova 34.0.0's ``LibvirtDriver`` in these places only:
   ``update_available_resource`` periodic task calls for each node (every
   60 s with nova 34.0.0's default ``update_resources_interval = 0``, and
   once at start-up), first retries the releases deferred while a process
-  held the device (:mod:`nova_vdpa.allocator.deferred`) and releases the
-  devices of failed incoming live migrations: no thread of our own.
+  held the device (:mod:`nova_vdpa.allocator.deferred`), releases the
+  devices of failed incoming live migrations, and then devices of ours
+  that nothing on the host uses (:mod:`nova_vdpa.compute.orphans`): no
+  thread of our own.
 """
 
 import contextlib
@@ -78,6 +80,7 @@ from nova_vdpa.compute import incoming
 from nova_vdpa.compute import install
 from nova_vdpa.compute import inventory
 from nova_vdpa.compute import migration
+from nova_vdpa.compute import orphans
 from nova_vdpa.compute import overrides
 from nova_vdpa.compute import startup
 from nova_vdpa.compute import vif
@@ -154,6 +157,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
         self.vdpa_hostname: str = CONF.host
         #: the last VFs typed vdpa, for periods the kernel cannot answer
         self.vdpa_typing = inventory.LastTyping()
+        self.vdpa_orphans = orphans.OrphanSweep()
         group = CONF[option_group()]
         offload = ('offload_checks' not in group) or group.offload_checks
         self.vif_driver = vif.LibvirtVdpaVIFDriver(
@@ -178,13 +182,18 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
     def retry_releases(self) -> None:
         """Retry the deferred releases once; never raises.
 
-        First the devices of incoming live migrations that failed.
+        First the devices of incoming live migrations that failed; last
+        the orphan sweep (:mod:`nova_vdpa.compute.orphans`).
         """
         incoming.sweep(self, self.vdpa_hostname)
         try:
             self.vif_driver.releases.retry()
         except Exception:  # the resource update must go on
             LOG.exception('Retrying the deferred vDPA releases failed')
+        try:
+            self.vdpa_orphans.sweep(self, CONF.host)
+        except Exception:  # the resource update must go on
+            LOG.exception('The vDPA orphan sweep failed')
 
     def _log_offload_checks(self) -> None:
         """Log the host's offload summary; never raises, never waits long."""

@@ -15,7 +15,8 @@
 The Nova exception is chosen for what the compute manager does next:
 
 * the host cannot serve the port now (no room on the VF, the management
-  device or kernel support missing, a stale device still held, a VF not
+  device or kernel support missing, a stale device still held, a device
+  another server's guest still holds, a VF not
   ready for offload (PF not in switchdev mode, no representor), a kernel
   call that failed or timed out, a value this host's NIC refuses (the
   kernel's EINVAL or ERANGE on DEV_NEW: an MTU or a queue-pair count
@@ -74,6 +75,10 @@ _MAP: tuple[tuple[type[Exception], type[nova_exception.NovaException], str],
     (exception.VdpaNoSpace, nova_exception.ComputeResourcesUnavailable,
      'no vDPA device can be created for port %(port)s on this host: its '
      'virtual function has no room left'),
+    (exception.VdpaDeviceHeldByAnotherGuest,
+     nova_exception.ComputeResourcesUnavailable,
+     'the vDPA device for port %(port)s is still in use by another server '
+     'on this host'),
     (exception.VdpaStaleDeviceInUse,
      nova_exception.ComputeResourcesUnavailable,
      'the vDPA device for port %(port)s is still in use on this host'),

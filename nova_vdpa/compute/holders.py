@@ -36,18 +36,29 @@ class Holder:
     uuid: str
 
 
+def held(host: object) -> dict[str, list[Holder]]:
+    """Every chardev a running domain's vdpa interface names, one listing.
+
+    :param host: Nova's ``nova.virt.libvirt.host.Host``.
+    :returns: ``/dev/vhost-vdpa-N`` -> the domains that name it.
+    """
+    out: dict[str, list[Holder]] = {}
+    for guest in host.list_guests(only_running=True):  # type: ignore
+        names = {dev.source_dev for dev in guest.get_all_devices(
+            vconfig.LibvirtConfigGuestInterface)
+            if dev.net_type == 'vdpa' and dev.source_dev}
+        for chardev in names:
+            out.setdefault(chardev, []).append(Holder(guest.name,
+                                                      guest.uuid))
+    return out
+
+
 def find(host: object, chardev: str) -> list[Holder]:
     """Return the running domains with a vdpa interface on ``chardev``.
 
     :param host: Nova's ``nova.virt.libvirt.host.Host``.
     :param chardev: ``/dev/vhost-vdpa-N``.
     :returns: the holders; empty when no domain names the chardev (then a
-        process outside libvirt holds it).
+        process outside libvirt holds it, or none does).
     """
-    holders = []
-    for guest in host.list_guests(only_running=True):  # type: ignore
-        for dev in guest.get_all_devices(vconfig.LibvirtConfigGuestInterface):
-            if dev.net_type == 'vdpa' and dev.source_dev == chardev:
-                holders.append(Holder(guest.name, guest.uuid))
-                break
-    return holders
+    return held(host).get(chardev, [])

@@ -108,6 +108,12 @@ class Incoming:
                               if p.instance_uuid == instance_uuid]:
                 del self._migrations[migration]
 
+    def port_ids(self) -> set[str]:
+        """The ports of every prepared migration (the orphan sweep's)."""
+        with self._lock:
+            return {port for p in self._migrations.values()
+                    for port, _ in p.ports}
+
     @contextlib.contextmanager
     def ending(self, migration: str) -> ty.Iterator[
             list[tuple[str, str | None]]]:

@@ -207,6 +207,12 @@ def migration_uuid(migrate_data: ty.Any) -> str | None:
         return None
     return migrate_data.migration.uuid
 
+    def port_ids(self) -> set[str]:
+        """The ports of every prepared migration (the orphan sweep's)."""
+        with self._lock:
+            return {port for ports in self._ports.values()
+                    for port, _ in ports}
+
 
 def _preparing_migration(context: ty.Any, instance: ty.Any,
                          host: str) -> str | None:

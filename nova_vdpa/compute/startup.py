@@ -39,6 +39,9 @@ ours:
   failed, go to the deferred-release queue that the periodic resource
   update retries.
 
+The same instances and ports (:func:`expected_ports`) tell the periodic
+orphan sweep (:mod:`nova_vdpa.compute.orphans`) which devices are used.
+
 Nothing here fails nova-compute's start: a bad port is logged with its
 instance (with its traceback when the error is not one of ours), a kernel
 error is logged, and the service goes on with the other ports.
@@ -47,6 +50,7 @@ error is logged, and the service goes on with the other ports.
 import typing as ty
 
 import nova.context as nova_context
+import nova.exception as nova_exception
 import nova.objects as objects
 from oslo_log import log as logging
 
@@ -124,15 +128,14 @@ def _migrating(context: ty.Any, driver: ty.Any, host: str) -> set[str]:
     return uuids
 
 
-def expected_requests(driver: ty.Any, host: str,
-                      context: ty.Any) -> tuple[
-                          list[vdpa_allocator.PortRequest], dict[str, ty.Any]]:
-    """The requests of every port that should have a device on this host.
+def _instances(driver: ty.Any, host: str,
+               context: ty.Any) -> tuple[dict[str, ty.Any], set[str]]:
+    """The instances whose ports may have a device on this host.
 
-    :returns: the requests, and port id -> instance (for the log).
+    Those on this host and those migrating to or from it.
+
+    :returns: UUID -> instance, and the UUIDs of the migrating ones.
     """
-    vif_driver = driver.vif_driver
-    allocator = driver.vdpa_allocator
     instances = {i.uuid: i for i in objects.InstanceList.get_by_host(
         context, host, expected_attrs=_INSTANCE_ATTRS)}
     # Without the migrations no device of a migration would be safe: a
@@ -145,6 +148,45 @@ def expected_requests(driver: ty.Any, host: str,
         except Exception as e:  # deleted meanwhile, say
             LOG.warning('Migrating instance %s could not be read: %s', uuid,
                         e)
+    return instances, migrating
+
+
+def expected_ports(driver: ty.Any, host: str,
+                   context: ty.Any) -> set[str] | None:
+    """The vdpa ports of every instance on, or migrating to or from, here.
+
+    The same instances :func:`reconcile` expects devices for, every vdpa
+    VIF of theirs (with a VF or not), read again at each call.
+
+    :returns: the port ids; None when the ports of one of the instances
+        could not be read (then no port is known not to be expected).
+    :raises: what reading the instances and migrations raises.
+    """
+    instances, _ = _instances(driver, host, context)
+    ports = set()
+    for instance in instances.values():
+        try:
+            for vif in instance.get_network_info():
+                vif_obj = driver.vif_driver._vdpa_vif(vif)
+                if vif_obj is not None:
+                    ports.add(vif_obj.id)
+        except nova_exception.NovaException as e:
+            LOG.warning('The vdpa ports of this instance could not be '
+                        'read: %s', e, instance=instance)
+            return None
+    return ports
+
+
+def expected_requests(driver: ty.Any, host: str,
+                      context: ty.Any) -> tuple[
+                          list[vdpa_allocator.PortRequest], dict[str, ty.Any]]:
+    """The requests of every port that should have a device on this host.
+
+    :returns: the requests, and port id -> instance (for the log).
+    """
+    vif_driver = driver.vif_driver
+    allocator = driver.vdpa_allocator
+    instances, migrating = _instances(driver, host, context)
     requests = []
     owners = {}
     simulated = sorted(vif_driver.simulated_vfs)

@@ -22,8 +22,16 @@ returns the designer's full ``<interface type='vdpa'>``. Nova calls it
 wherever it builds the guest XML (spawn, hard reboot, resize and migration
 destinations, unshelve, evacuation) and, on interface attach, after
 ``plug`` and before attaching: so the device exists before any XML names
-it. Allocation is idempotent, so the calls that only rebuild the config of
-a running guest (detach, ...) get the device the guest already has.
+it. The calls that only rebuild the config of a running guest (detach,
+suspend, the detach before a live migration) get the device the guest
+has, as it is: a device whose chardev this instance's libvirt domain
+names is looked up, never compared with the port or made again (a port
+whose MTU changed meanwhile would otherwise need a device the guest
+holds). One that another instance's domain names is refused
+(:class:`~nova_vdpa.exception.VdpaDeviceHeldByAnotherGuest`): a port
+moved to another instance never gets a device a guest still holds. Only
+a device no domain names goes to the allocator, which makes it again
+when it is stale.
 
 With ``[nova_vdpa] offload_checks`` (VFs of ``simulated_vfs`` excepted),
 ``get_config`` first checks that the VF can be plugged into Open vSwitch
@@ -31,7 +39,9 @@ With ``[nova_vdpa] offload_checks`` (VFs of ``simulated_vfs`` excepted),
 rescheduled, when it cannot; ``plug`` checks after os-vif's plug that the
 representor's row in br-int is what the OVS agent needs, and warns if not.
 
-``unplug`` releases the device after os-vif's unplug, except while the
+``unplug`` releases the device after os-vif's unplug, even when that
+failed (Nova's cleanup swallows its error, and a device left behind
+would refuse the VF's next one), except while the
 driver detaches an instance's vdpa interfaces for a while (suspend, live
 migration: :meth:`LibvirtVdpaVIFDriver.keeping_devices`) and the port
 stays bound to the host. Nova unplugs after the guest is gone or the
@@ -207,18 +217,62 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
                     vif_obj, record.device(), record.host(), image_meta,
                     flavor))
         with errors.translated(instance, vif_obj.id):
-            if self._checked(self.vf_address(vif_obj)):
-                checks.check_vf_ready(vif_obj.dev_address)
-            # Before the allocation: a refused guest leaves no device.
-            self._check_guest_memory(vif_obj, image_meta, flavor)
-            allocation = self.releases.allocate(
-                self._request(vif_obj, image_meta, flavor))
+            allocation = self._guests_device(instance, vif_obj)
+            if allocation is None:
+                if self._checked(self.vf_address(vif_obj)):
+                    checks.check_vf_ready(vif_obj.dev_address)
+                # Before the allocation: a refused guest leaves no device.
+                self._check_guest_memory(vif_obj, image_meta, flavor)
+                allocation = self.releases.allocate(
+                    self._request(vif_obj, image_meta, flavor))
             conf = self._interface_config(allocation, vif_obj, image_meta,
                                           flavor)
         LOG.debug('vDPA device %(dev)s (%(chardev)s) serves port %(port)s',
                   {'dev': allocation.name, 'chardev': allocation.chardev,
                    'port': vif_obj.id}, instance=instance)
         return _nova_shaped(conf)
+
+    def _guests_device(self, instance: ty.Any, vif_obj: ty.Any
+                       ) -> vdpa_allocator.Allocation | None:
+        """The port's device as it is, when a running guest holds it.
+
+        Nova rebuilds the interface of a running guest (detach, suspend,
+        the detach before a live migration) from the port as it is now:
+        after a change of the port's MTU, say, the device differs from the
+        request and cannot be made again while QEMU holds it. The guest's
+        device is used as it is. Looked up, never opened: an open would
+        race QEMU's.
+
+        :returns: the device when this instance's domain names its
+            chardev; None when no domain does (allocation decides).
+        :raises: VdpaDeviceHeldByAnotherGuest when another domain names
+            it.
+        """
+        vf_address = self.vf_address(vif_obj)
+        if not vf_address:
+            return None
+        try:
+            found = self.allocator.lookup(vif_obj.id, vf_address)
+        except exception.VdpaChardevNotFound:
+            return None  # not bound to vhost_vdpa: no guest can hold it
+        if found is None:
+            return None
+        held_by = holders.find(self.host, found.chardev)
+        others = [h for h in held_by if h.uuid != instance.uuid]
+        if others:
+            raise exception.VdpaDeviceHeldByAnotherGuest(
+                port_id=vif_obj.id, vf_address=vf_address,
+                device=found.name, chardev=found.chardev,
+                holder=', '.join('libvirt domain %s (instance %s)'
+                                 % (h.domain, h.uuid) for h in others),
+                instance=instance.uuid)
+        if not held_by:
+            return None
+        LOG.debug('vDPA device %(dev)s of port %(port)s is in use by this '
+                  'guest: used as it is', {'dev': found.name,
+                                           'port': vif_obj.id},
+                  instance=instance)
+        return found
 
     @staticmethod
     def _request(vif_obj: ty.Any, image_meta: ty.Any,
@@ -325,15 +379,20 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
         return self._ovsdb
 
     def unplug(self, instance, vif):
-        super().unplug(instance, vif)
-        vif_obj = self._vdpa_vif(vif)
-        with self._kept_lock:
-            kept = instance.uuid in self._kept
-        if vif_obj is not None and kept:
-            LOG.debug('vDPA device of port %s kept: the interface is '
-                      'detached for a while', vif_obj.id, instance=instance)
-        elif vif_obj is not None:
-            self.release(instance, vif_obj.id, self.vf_address(vif_obj))
+        # Nova's cleanup paths swallow an unplug's error (``_unplug_vifs``
+        # with ignore_errors): the release must not depend on os-vif.
+        try:
+            super().unplug(instance, vif)
+        finally:
+            vif_obj = self._vdpa_vif(vif)
+            with self._kept_lock:
+                kept = instance.uuid in self._kept
+            if vif_obj is not None and kept:
+                LOG.debug('vDPA device of port %s kept: the interface is '
+                          'detached for a while', vif_obj.id,
+                          instance=instance)
+            elif vif_obj is not None:
+                self.release(instance, vif_obj.id, self.vf_address(vif_obj))
 
     def release(self, instance: ty.Any, port_id: str,
                 vf_address: str | None) -> None:

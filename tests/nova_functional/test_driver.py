@@ -356,6 +356,53 @@ class TestVif(DriverTestCase):
         # and again: idempotent
         self.driver.vif_driver.unplug(self.instance, make_vif())
 
+    def test_unplug_releases_even_when_os_vif_fails(self):
+        # Nova's cleanup swallows this error; the device must not stay
+        self.get_config(make_vif())
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.vif.LibvirtGenericVIFDriver._unplug_os_vif',
+            side_effect=nova_exception.InternalError(
+                'Failure running os_vif plugin unplug method')))
+        self.assertRaises(nova_exception.InternalError,
+                          self.driver.vif_driver.unplug, self.instance,
+                          make_vif())
+        self.assertEqual({}, self.kernel.devices)
+
+    def test_running_guest_device_used_as_it_is(self):
+        # the port's MTU changed; the guest (QEMU) holds its device
+        conf = self.get_config(make_vif())
+        self.start_guest(conf)
+        name = vdpa_allocator.device_name(uuids.port)
+        self.kernel.open_chardev(name)
+        self.addCleanup(self.kernel.close_chardev, name)
+        again = self.get_config(make_vif(mtu=1450))
+        self.assertEqual(conf.source_dev, again.source_dev)
+        self.assertEqual(1400, self.kernel.devices[name].mtu)
+        guest = self.driver._host.get_guest(self.instance)
+        self.assertIsNotNone(guest.get_interface_by_cfg(again))
+
+    def test_stale_device_no_guest_names_is_made_again(self):
+        self.get_config(make_vif())
+        self.get_config(make_vif(mtu=1450))
+        name = vdpa_allocator.device_name(uuids.port)
+        self.assertEqual(1450, self.kernel.devices[name].mtu)
+
+    def test_device_another_guest_holds_is_refused(self):
+        conf = self.get_config(make_vif())
+        self.start_guest(conf)
+        other = fake_instance.fake_instance_obj(
+            None, uuid=uuids.other_instance, vcpus=2, memory_mb=512,
+            flavor=self.instance.flavor)
+        ex = self.assertRaises(
+            nova_exception.ComputeResourcesUnavailable,
+            self.driver.vif_driver.get_config, other, make_vif(),
+            self.image_meta, other.flavor, 'kvm')
+        self.assertIn('in use by another server', ex.format_message())
+        self.assertIn('instance-0001', self.stdlog.logger.output)
+        name = vdpa_allocator.device_name(uuids.port)
+        self.assertEqual(conf.source_dev,
+                         self.kernel.node(self.kernel.devices[name]))
+
     def test_unplug_while_kept_keeps_the_device(self):
         # suspend and live migration detach for a while: the port stays
         self.get_config(make_vif())
@@ -462,6 +509,32 @@ class TestVif(DriverTestCase):
         conf = self.get_config(vif)
         self.assertNotEqual('vdpa', conf.net_type)
         self.assertEqual({}, self.kernel.devices)
+
+
+class TestOrphanSweep(DriverTestCase):
+    """The sweep's failures never reach Nova's resource update."""
+
+    def test_kernel_that_does_not_answer_skips_the_sweep(self):
+        self.useFixture(fixtures.MockPatchObject(
+            self.driver.vdpa_allocator, 'owned_devices',
+            side_effect=exception.VdpaKernelTimeout(
+                device='*', mgmtdev='-', attribute='device dump',
+                timeout=10)))
+        self.driver.retry_releases()
+        self.assertIn('vDPA orphan sweep skipped: the devices could not be '
+                      'listed', self.stdlog.logger.output)
+
+    def test_unreadable_instances_release_nothing(self):
+        self.get_config(make_vif())
+        name = vdpa_allocator.device_name(uuids.port)
+        self.useFixture(fixtures.MockPatch(
+            'nova.objects.InstanceList.get_by_host',
+            side_effect=nova_exception.HypervisorUnavailable()))
+        for _ in range(3):
+            self.driver.retry_releases()
+        self.assertIn(name, self.kernel.devices)
+        self.assertIn('the instances of this host could not be read',
+                      self.stdlog.logger.output)
 
 
 class TestOffloadChecks(DriverTestCase):

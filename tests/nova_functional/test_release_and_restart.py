@@ -33,6 +33,7 @@ from oslo_utils.fixture import uuidsentinel as uuids
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import driver as vdpa_driver
 from nova_vdpa import conf as vdpa_conf
+from tests.nova_functional import fake_libvirt
 from tests.unit.compute import kernels
 from tests.unit import fake_kernel
 
@@ -78,6 +79,7 @@ class VdpaServersBase(upstream._PCIServersWithMigrationTestBase):
             default=lambda: [fake_kernel.mlx5_vf(a) for a in VFS]
             + [fake_kernel.vdpasim_net()]))
         super().setUp()
+        self.vdpa_libvirt = self.useFixture(fake_libvirt.VdpaInterfaces())
         self.neutron = self.useFixture(
             upstream.base.LibvirtNeutronFixture(self))
         self.neutron._networks[self.neutron.network_4['id']]['mtu'] = MTU

@@ -15,7 +15,8 @@
 :class:`VdpaDriverMixin` goes before upstream's ``VDPAServersTest`` (or a
 class derived from it): LibvirtVdpaDriver as the compute driver, a fake
 kernel per compute host (``tests.unit.compute.kernels``) whose VFs have an
-mlx5-like management device, upstream's fake libvirt host with its vdpa
+mlx5-like management device, upstream's fake libvirt host (hot-plugged vdpa
+interfaces kept as libvirt keeps them: :mod:`.fake_libvirt`) with its vdpa
 node devices left out (on demand) or mirrored by operator devices
 (``PRECREATED``), and upstream's port with a unicast MAC. After each test
 it checks that the kernel holds no device of ours whose MAC no guest on
@@ -31,6 +32,7 @@ from oslo_config import cfg
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import driver as vdpa_driver
 from nova_vdpa import conf as vdpa_conf
+from tests.nova_functional import fake_libvirt
 from tests.unit.compute import kernels
 from tests.unit import fake_kernel
 
@@ -51,6 +53,8 @@ class VdpaDriverMixin:
         self.kernels = self.useFixture(kernels.FakeHostKernels(
             default=lambda: [fake_kernel.mlx5_vf(a) for a in VF_ADDRESSES]))
         super().setUp()
+        #: hot-plugged vdpa interfaces as libvirt has them; the detaches
+        self.vdpa_libvirt = self.useFixture(fake_libvirt.VdpaInterfaces())
         self.addCleanup(self._check_kernels)
 
     def _setup_compute_service(self):
@@ -100,8 +104,8 @@ class VdpaDriverMixin:
                 kernel.sysfs().bind(name)
 
     def _check_kernels(self):
-        # By MAC: the fake libvirt keeps no <source dev> for an interface
-        # it attached (its attachDevice reads only a bridge source).
+        # By MAC: an operator's adopted device has its own, the port's
+        # is the guest's.
         for host, kernel in self.kernels.kernels.items():
             macs = set()
             compute = getattr(self, 'computes', {}).get(host)
