@@ -625,6 +625,14 @@ class TestVhostBackend(KernelTestCase):
         self.assertIn('a process holds it', str(e))
 
     def test_not_a_vhost_node(self):
+        # Checked on the opened descriptor: /dev/null is not mig2's node.
+        self.create('mig2')
+        self.sysfs.bind('mig2')
+        e = self.assertRaises(exception.VdpaChardevNotFound,
+                              self.sysfs.backend, '/dev/null', 'mig2')
+        self.assertIn('sysfs says', str(e))
+        # Unchecked ('-'), the ioctl itself refuses a node that is not
+        # vhost-vdpa.
         e = self.assertRaises(exception.VdpaSysfsError, self.sysfs.backend,
-                              '/dev/null', 'mig2')
+                              '/dev/null', '-')
         self.assertIn(os.strerror(errno.ENOTTY), str(e))
