@@ -24,6 +24,8 @@ logs=$results/logs
 mkdir -p "$logs"
 export NOVA_VDPA_TESTBED=1 NOVA_VDPA_TESTBED_RESULTS=$results
 export NOVA_VDPA_TESTBED_LOGS=$logs NOVA_VDPA_TESTBED_SERVICES=$services
+# The modules with their parameters, for tests that load them again.
+export NOVA_VDPA_TESTBED_MODULES=$modules
 
 # oslo_privsep.daemon imports eventlet when it is installed (nova needs
 # it) and eventlet warns at import, in every process that imports

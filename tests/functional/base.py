@@ -36,6 +36,20 @@ def in_testbed() -> bool:
     return os.environ.get('NOVA_VDPA_TESTBED') == '1'
 
 
+def modprobe(name: str) -> None:
+    """Load ``name`` with the parameters the bed gave it at boot.
+
+    tools/testbed.py's ``GUEST_MODULES`` (``vdpa_sim:use_va=0``): a test
+    that unloads and loads modules again leaves the bed as it found it.
+    """
+    argv = [name]
+    for spec in os.environ.get('NOVA_VDPA_TESTBED_MODULES', '').split(','):
+        words = spec.split(':')
+        if words[0] == name:
+            argv = words
+    subprocess.run(['modprobe'] + argv, check=True, timeout=300)
+
+
 class BedTestCase(testtools.TestCase):
     """A test that needs the real kernel and the bed's services."""
 

@@ -29,10 +29,11 @@ from tests.functional.allocator_base import MAC
 from tests.functional.allocator_base import OP_VF
 from tests.functional.allocator_base import OPERATOR_DEVICE
 from tests.functional.allocator_base import PORTS
+from tests.functional import base
 
 #: load order of the bed (tools/testbed.py GUEST_MODULES): virtio_vdpa
 #: first, so a new device autoprobes to the wrong driver
-MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim_net']
+MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim', 'vdpa_sim_net']
 
 
 class TestReconcile(AllocatorBedTestCase):
@@ -63,7 +64,7 @@ class TestReconcile(AllocatorBedTestCase):
                       'virtio_vdpa', 'vdpa')
         self.assertFalse(os.path.exists('/sys/bus/vdpa'))
         for m in MODULES:
-            self.modprobe(m)
+            base.modprobe(m)
         self.assertEqual({}, self.devices())
 
         # A restarted nova-compute, as after a reboot.

@@ -36,7 +36,7 @@ from tests.unit import fake_kernel
 
 SIM = 'vdpasim_net'
 REPO = str(pathlib.Path(__file__).resolve().parents[2])
-MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim_net']
+MODULES = ['vdpa', 'virtio_vdpa', 'vhost_vdpa', 'vdpa_sim', 'vdpa_sim_net']
 
 
 def mgmtdev_json(m):
@@ -565,7 +565,7 @@ class TestFamilyMissing(base.BedTestCase):
                 self.assertIn('fam0', str(e))
         finally:
             for m in MODULES:
-                self._modprobe(m)
+                base.modprobe(m)
         with netlink.VdpaClient() as c:
             self.assertEqual([SIM], [m.handle for m in
                                      c.list_management_devices()])
