@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 
+import fixtures
 from testtools import content
 
 from nova_vdpa import allocator
@@ -57,6 +58,28 @@ def daemon_pid():
 
 
 class TestDaemonKilled(allocator_base.AllocatorBedTestCase):
+
+    def setUp(self):
+        super().setUp()
+        # oslo.privsep's reader thread dies when its daemon is killed, as
+        # these tests mean it to: its traceback goes to the test's
+        # details, not to the bed's console. Any other thread's error is
+        # printed as usual.
+        hook = threading.excepthook
+        deaths = []
+
+        def excepthook(args):
+            if (args.thread is not None
+                    and args.thread.name == 'privsep_reader'
+                    and issubclass(args.exc_type, OSError)):
+                deaths.append('%s: %s' % (args.exc_type.__name__,
+                                          args.exc_value))
+            else:
+                hook(args)
+        self.useFixture(fixtures.MonkeyPatch('threading.excepthook',
+                                             excepthook))
+        self.addDetail('privsep reader deaths', content.Content(
+            content.UTF8_TEXT, lambda: ['\n'.join(deaths).encode()]))
 
     def running_daemon(self):
         """The daemon's pid, started by a harmless call if need be."""
