@@ -163,27 +163,11 @@ class Host:
 
     # ---------------------------------------------------------- listings
     def _instances(self) -> dict[str, str] | None:
-        """chardev -> domain name, or None when libvirt cannot say."""
-        try:
-            import libvirt
-            from lxml import etree
-        except ImportError:
+        """chardev -> domain text, or None when libvirt cannot say."""
+        domains = self._domains()
+        if domains is None:
             return None
-        try:
-            conn = libvirt.openReadOnly(self.conf.libvirt_uri)
-        except libvirt.libvirtError:
-            return None
-        found = {}
-        try:
-            for dom in conn.listAllDomains():
-                xml = etree.fromstring(dom.XMLDesc(0))
-                for src in xml.iterfind(
-                        "./devices/interface[@type='vdpa']/source"):
-                    found[src.get('dev') or ''] = '%s (%s)' % (
-                        dom.name(), dom.UUIDString())
-        finally:
-            conn.close()
-        return found
+        return {chardev: text for chardev, (text, _) in domains.items()}
 
     def _domains(self) -> dict[str, tuple[str, bool]] | None:
         """chardev -> (domain text, running or paused); None if unknown.
