@@ -199,8 +199,16 @@ class TestStuckDeletion(AllocatorBedTestCase):
             except exception.VdpaKernelTimeout:
                 time.sleep(0.1)
         # The late create in the daemon completes once the lock is free;
-        # the allocator recovers and makes what is missing.
-        b = alloc.allocate(self.request(5))
+        # until it has, the daemon fails creates at once, then the
+        # allocator recovers and makes what is missing.
+        for _ in range(600):
+            try:
+                b = alloc.allocate(self.request(5))
+                break
+            except exception.VdpaKernelTimeout:
+                time.sleep(0.1)
+        else:
+            self.fail('the daemon still refuses creates after 60 s')
         self.assertEqual(b, alloc.lookup(PORTS[5], SIM_VF))
         self.assertEqual(other, alloc.lookup(PORTS[7], SIM_VF))
         # The daemon's thread, stuck in the kernel past the deadline,
