@@ -173,9 +173,36 @@ def _watch(channel: ty.Any) -> None:
                     'failed at once.', len(waiting))
 
 
+#: the reader threads of watched channels
+_readers: 'weakref.WeakSet[threading.Thread]' = weakref.WeakSet()
+#: the process's thread exception hook before ours
+_previous_excepthook = threading.excepthook
+
+
+def _excepthook(args: ty.Any) -> None:
+    """Keep a watched reader thread's ECONNRESET off stderr.
+
+    Python prints the traceback of an exception that ends a thread;
+    oslo.privsep's reader ends that way when its daemon is killed with a
+    request unread. :func:`_watch` reports that death in one WARNING
+    line, so the traceback is noise in nova-compute's output. Any other
+    thread, or exception, goes to the hook that was there before.
+    """
+    if (args.thread in _readers
+            and isinstance(args.exc_value, ConnectionResetError)):
+        LOG.debug('The privsep reader thread ended: %s', args.exc_value)
+        return
+    _previous_excepthook(args)
+
+
 def _start_watchdog(channel: ty.Any) -> None:
+    global _previous_excepthook
     check(channel=channel)
     _watched.add(channel)
+    _readers.add(channel.reader_thread)
+    if threading.excepthook is not _excepthook:
+        _previous_excepthook = threading.excepthook
+        threading.excepthook = _excepthook
     threading.Thread(target=_watch, args=(channel,),
                      name='privsep-watchdog', daemon=True).start()
 

@@ -32,6 +32,7 @@ import threading
 import time
 
 import fixtures
+from testtools import content
 
 from nova_vdpa import allocator
 from nova_vdpa import exception
@@ -105,11 +106,11 @@ class TestDeadlines(AllocatorBedTestCase):
                 'allocator read': lambda: alloc.lookup(PORTS[1], SIM_VF),
             }
         first = self.in_threads(calls(0))
-        print('while stuck, first round: %s' % first)
+        self.addDetail('first round', content.text_content(str(first)))
         self.assertEqual(dict.fromkeys(first, 'VdpaKernelTimeout'),
                          {k: v[0] for k, v in first.items()})
         again = self.in_threads(calls(1))
-        print('while stuck, second round: %s' % again)
+        self.addDetail('second round', content.text_content(str(again)))
         self.assertEqual(dict.fromkeys(again, 'VdpaKernelTimeout'),
                          {k: v[0] for k, v in again.items()})
 
@@ -127,8 +128,9 @@ class TestDeadlines(AllocatorBedTestCase):
                 time.sleep(0.1)
         # And this process's reader, stuck past its deadline too.
         self.assertTrue(worker.wait_not_stuck(60))
-        print('working again %.1f s after the holder let go'
-              % (time.monotonic() - t0))
+        self.addDetail('timing', content.text_content(
+            'working again %.1f s after the holder let go'
+            % (time.monotonic() - t0)))
         self.assertEqual(other.chardev, chardev)
         made = priv_vdpa.create_bound_device(
             allocator.device_name(PORTS[4]), 'vdpasim_net')
@@ -180,8 +182,9 @@ class TestDeadlines(AllocatorBedTestCase):
             self.alloc.release(PORTS[port], SIM_VF)
         stop.set()
         opener.join(30)
-        print('%d rounds of allocate/read/release in %.1f s; QEMU-like '
-              'opens: %s' % (rounds, time.monotonic() - t0, counts))
+        self.addDetail('rounds', content.text_content(
+            '%d rounds of allocate/read/release in %.1f s; QEMU-like '
+            'opens: %s' % (rounds, time.monotonic() - t0, counts)))
         self.assertGreater(counts['opens'], rounds)
         self.assertEqual((0, []), (counts['EBUSY'], counts['other errors']))
         self.alloc.release(PORTS[0], SIM_VF)

@@ -38,7 +38,6 @@ starts, so this proves the control path only, not traffic.
 
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -334,7 +333,6 @@ class TestLiveMigration(allocator_base.AllocatorBedTestCase):
                     designer.version_str(self.host.qemu_version),
                     stats.get('downtime'), stats.get('time_elapsed')))
         self.addDetail('downtime', _text(line))
-        print(line, file=sys.stderr, flush=True)
 
 
 def qemu_pids(name: str) -> list[int]:

@@ -24,6 +24,7 @@ import threading
 import time
 
 import fixtures
+from testtools import content
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import netlink
@@ -75,7 +76,8 @@ class TestDeadlineWorker(base.KernelTestCase):
             lambda c: c.list_devices(), timeout=30, device='*',
             what='device dump')
         self.assertIn('an earlier delete is still stuck', str(e))
-        print('call while stuck returned in %.3f s' % (time.monotonic() - t0))
+        self.addDetail('timing', content.text_content(
+            'call while stuck returned in %.3f s' % (time.monotonic() - t0)))
         self.kernel.close_chardev('vd0')
         self.assertTrue(worker_mod.wait_not_stuck(10))
         self.assertEqual([], other.call(lambda c: c.list_devices(),
@@ -169,6 +171,7 @@ class TestPrivilegedDeadlines(base.KernelTestCase):
             'delete': lambda: priv_vdpa.delete_device(OTHER, timeout=5),
         }
         results = {}
+        timings = []
 
         def run(what, fn):
             t0 = time.monotonic()
@@ -177,14 +180,15 @@ class TestPrivilegedDeadlines(base.KernelTestCase):
                 results[what] = 'returned'
             except exception.VdpaKernelTimeout:
                 results[what] = 'VdpaKernelTimeout'
-            print('%s: %s in %.3f s' % (what, results[what],
-                                        time.monotonic() - t0))
+            timings.append('%s: %s in %.3f s' % (what, results[what],
+                                                 time.monotonic() - t0))
         threads = [threading.Thread(target=run, args=item)
                    for item in calls.items()]
         for t in threads:
             t.start()
         for t in threads:
             t.join(30)
+        self.addDetail('timing', content.text_content('\n'.join(timings)))
         self.assertEqual(dict.fromkeys(calls, 'VdpaKernelTimeout'), results)
         self.kernel.close_chardev(HELD)
         self.assertTrue(worker_mod.wait_not_stuck(10))
@@ -238,8 +242,9 @@ class TestPrivilegedDeadlines(base.KernelTestCase):
             t0 = time.monotonic()
             e = self.assertRaises(exception.VdpaPrivilegedCallsBusy,
                                   priv_vdpa.bind_device, OTHER)
-            print('call over the bound returned in %.3f s'
-                  % (time.monotonic() - t0))
+            self.addDetail('timing', content.text_content(
+                'call over the bound returned in %.3f s'
+                % (time.monotonic() - t0)))
             self.assertIn('2 privileged vdpa calls', str(e))
         for t in waiting:
             t.join(30)

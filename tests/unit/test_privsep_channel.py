@@ -143,6 +143,11 @@ class TestDaemonKilled(ChannelTestCase):
     def test_killed_with_a_request_unread_fails_it_at_once(self):
         # Stopped, the daemon does not read the request; killed, it
         # leaves it unread and the kernel resets our side of the socket.
+        reader = ctx.channel.reader_thread
+        passed_on = []
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.channel._previous_excepthook',
+            passed_on.append))
         self.kill(self.pids[0], signal.SIGSTOP)
         thread, box = self.in_thread(self.call, _pid)
         self.wait_sent()
@@ -151,6 +156,10 @@ class TestDaemonKilled(ChannelTestCase):
         self.assertFalse(thread.is_alive())
         (error,) = box
         self.assertIsInstance(error, exception.VdpaPrivsepDied)
+        # The reader died of the reset; its traceback was not printed.
+        self.assertFalse(reader.is_alive())
+        self.assertIs(threading.excepthook, channel._excepthook)
+        self.assertEqual([], passed_on)
         pid = self.call(_pid)
         self.pids.append(pid)
         self.assertNotEqual(self.pids[0], pid)
@@ -178,6 +187,20 @@ class TestDaemonKilled(ChannelTestCase):
             self.assertIsInstance(box[0], exception.VdpaPrivsepDied)
 
 
+class TestExceptHook(base.TestCase):
+
+    def test_other_threads_go_to_the_previous_hook(self):
+        passed_on = []
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_vdpa.privsep.channel._previous_excepthook',
+            passed_on.append))
+        thread = threading.Thread(target=lambda: None)
+        for exc in (ConnectionResetError(104, 'reset'), ValueError('x')):
+            channel._excepthook(threading.ExceptHookArgs(
+                (type(exc), exc, None, thread)))
+        self.assertEqual(2, len(passed_on))
+
+
 class TestOsloPrivsepAlone(ChannelTestCase):
     """What the watch fixes: oslo.privsep 3.12.0 on its own.
 
@@ -189,6 +212,11 @@ class TestOsloPrivsepAlone(ChannelTestCase):
         return fn(*args)
 
     def test_a_request_left_unread_waits_its_timeout_then_wedges(self):
+        # The reader thread's death goes to threading.excepthook (a
+        # traceback on stderr by default): record it instead.
+        died = []
+        self.useFixture(fixtures.MonkeyPatch(
+            'threading.excepthook', lambda args: died.append(args)))
         self.kill(self.pids[0], signal.SIGSTOP)
         thread, box = self.in_thread(_pid_short_timeout)
         self.wait_sent()
@@ -199,6 +227,8 @@ class TestOsloPrivsepAlone(ChannelTestCase):
         self.assertIsInstance(box[0], comm.PrivsepTimeout)
         self.assertTrue(ctx.channel.running)
         self.assertFalse(ctx.channel.reader_thread.is_alive())
+        self.assertEqual([ConnectionResetError],
+                         [type(a.exc_value) for a in died])
         # ... so it is never replaced, and every later call fails.
         self.assertRaises(BrokenPipeError, _pid)
         self.assertRaises(BrokenPipeError, _pid)
