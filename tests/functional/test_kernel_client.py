@@ -28,6 +28,7 @@ import time
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
+from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from nova_vdpa.kernel import vhost
@@ -182,6 +183,21 @@ class TestErrors(KernelTestCase):
                           ('VDPA_ATTR_DEV_NET_CFG_MACADDR',
                            '02:00:00:00:00:01'),
                           ('VDPA_ATTR_DEV_FEATURES', 1 << 32))
+        # As tests/unit/fake_kernel.py: F_MTU is checked only among given
+        # features; a feature the simulator lacks is EINVAL from its
+        # dev_add.
+        supported = self.client.get_management_device(SIM).supported_features
+        e = self.assertRaises(exception.VdpaInvalidRequest, send,
+                              ('VDPA_ATTR_DEV_NET_CFG_MTU', 1400),
+                              ('VDPA_ATTR_DEV_FEATURES',
+                               supported & ~model.F_MTU))
+        self.assertIn('Missing features 0x8', str(e))
+        self.assertRaises(exception.VdpaInvalidRequest, send,
+                          ('VDPA_ATTR_DEV_FEATURES', 1 << 60))
+        self.assertEqual([], self.client.list_devices())
+        send(('VDPA_ATTR_DEV_NET_CFG_MTU', 1400))
+        self.assertEqual(1400, self.client.get_config('raw0').mtu)
+        self.client.delete_device('raw0')
         self.assertEqual([], self.client.list_devices())
 
     def test_eperm_without_cap_net_admin(self):

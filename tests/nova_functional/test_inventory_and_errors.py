@@ -36,7 +36,6 @@ from oslo_utils.fixture import uuidsentinel as uuids
 
 from nova_vdpa import allocator as vdpa_allocator
 from nova_vdpa.compute import driver as vdpa_driver
-from nova_vdpa.kernel import model
 from tests.nova_functional import test_driver
 from tests.nova_functional import test_release_and_restart as servers
 
@@ -106,10 +105,10 @@ class TestDriverInventory(test_driver.DriverTestCase):
 class TestDriverErrors(test_driver.DriverTestCase):
 
     def test_kernel_einval_on_create_reschedules(self):
-        # This NIC takes an MTU attribute but offers no F_MTU: the kernel
-        # refuses the creation with EINVAL; another host may accept it.
+        # This NIC's firmware refuses the port's MTU: the kernel fails
+        # the creation with EINVAL; another host may accept it.
         for m in self.kernel.mgmtdevs:
-            m.supported_features &= ~model.F_MTU
+            m.max_mtu = 1280
         ex = self.assertRaises(nova_exception.ComputeResourcesUnavailable,
                                self.get_config, test_driver.make_vif())
         message = ex.format_message()
@@ -271,7 +270,7 @@ class TestNicRefusesSettings(servers.VdpaServersBase):
 
     def test_einval_reschedules(self):
         for m in self.kernel().mgmtdevs:
-            m.supported_features &= ~model.F_MTU
+            m.max_mtu = 1280  # below the port's: the firmware refuses it
         self.start_vdpa_compute()
         port = self.create_vdpa_port(uuids.port_a, 'fa:16:3e:00:00:11')
         server = self._create_server(networks=[{'port': port['id']}],

@@ -87,6 +87,11 @@ class FakeMgmtdev:
     #: IOTLB_BATCH, IOTLB_ASID, SUSPEND, RESUME, ENABLE_AFTER_DRIVER_OK,
     #: IOTLB_PERSIST; 2 groups, 2 address spaces), used for mlx5 VFs too
     backend: tuple = (0x17e, 2, 2)
+    #: the largest MTU the NIC takes (None: any). mlx5_vdpa_dev_add sets
+    #: a given MTU on the function's vport and fails with EINVAL when the
+    #: firmware refuses it (above the port's maximum); the simulators
+    #: take any MTU the netlink policy admits.
+    max_mtu: int | None = None
 
     @property
     def handle(self):
@@ -388,13 +393,28 @@ class FakeKernel(fixtures.Fixture):
                 1 for d in self.devices.values() if d.mgmtdev is m):
             raise NetlinkError(errno.ENOSPC)
         features = attrs.get('VDPA_ATTR_DEV_FEATURES', m.supported_features)
+        if 'VDPA_ATTR_DEV_FEATURES' in attrs:
+            # vdpa_nl_cmd_dev_add_set_doit checks a given attribute's
+            # feature bit only against provisioned features (and F_MQ
+            # only for more than one pair); without DEV_FEATURES the
+            # device offers all its management device supports.
+            missing = 0
+            for attr, bit in (('VDPA_ATTR_DEV_NET_CFG_MACADDR', model.F_MAC),
+                              ('VDPA_ATTR_DEV_NET_CFG_MTU', model.F_MTU)):
+                if attr in attrs and not features & bit:
+                    missing |= bit
+            if (attrs.get('VDPA_ATTR_DEV_NET_CFG_MAX_VQP', 1) > 1
+                    and not features & model.F_MQ):
+                missing |= model.F_MQ
+            if missing:
+                raise NetlinkError(
+                    errno.EINVAL, 'vdpa: Missing features 0x%x for '
+                    'provided attributes' % missing)
         if features & ~m.supported_features:
+            # The simulators' dev_add refuses features they lack.
             raise NetlinkError(errno.EINVAL)
-        for attr, bit in (('VDPA_ATTR_DEV_NET_CFG_MACADDR', model.F_MAC),
-                          ('VDPA_ATTR_DEV_NET_CFG_MTU', model.F_MTU),
-                          ('VDPA_ATTR_DEV_NET_CFG_MAX_VQP', model.F_MQ)):
-            if attr in attrs and not features & bit:
-                raise NetlinkError(errno.EINVAL)
+        if mtu is not None and m.max_mtu is not None and mtu > m.max_mtu:
+            raise NetlinkError(errno.EINVAL)
         parent = (os.path.join(self.sys, 'devices', 'pci0000:00', m.name)
                   if m.bus == 'pci' else os.path.join(self.sys, 'devices'))
         path = os.path.join(parent, name)

@@ -159,6 +159,30 @@ class TestErrors(base.KernelTestCase):
         self.assertIn('not supported', str(e))
         self.assertEqual([], self.client.list_devices())
 
+    def test_attribute_feature_bits_checked_only_when_provisioned(self):
+        # The fake's rule, past our own checks (raw requests), as
+        # tests/functional/test_kernel_client.py sends them to the real
+        # kernel: an MTU needs F_MTU only among given DEV_FEATURES.
+        mtu_off = fake_kernel.vdpasim_net().supported_features & ~model.F_MTU
+
+        def send(name, *extra):
+            return self.client._request(
+                netlink.VDPA_CMD_DEV_NEW,
+                [('VDPA_ATTR_DEV_NAME', name),
+                 ('VDPA_ATTR_MGMTDEV_DEV_NAME', 'vdpasim_net'),
+                 ('VDPA_ATTR_DEV_NET_CFG_MTU', 1400)] + list(extra), False,
+                dict(device=name, mgmtdev='vdpasim_net', attribute='raw'))
+        e = self.assertRaises(exception.VdpaInvalidRequest, send, 'vd0',
+                              ('VDPA_ATTR_DEV_FEATURES', mtu_off))
+        self.assertIn('Missing features 0x8', str(e))
+        self.assertRaises(exception.VdpaInvalidRequest, send, 'vd0',
+                          ('VDPA_ATTR_DEV_FEATURES', 1 << 60))
+        self.assertEqual([], self.client.list_devices())
+        send('vd0', ('VDPA_ATTR_DEV_FEATURES', mtu_off | model.F_MTU))
+        send('vd1')
+        self.assertEqual(['vd0', 'vd1'],
+                         sorted(d.name for d in self.client.list_devices()))
+
     def test_one_device_per_mlx5_vf(self):
         self.client.create_device('vf0', 'pci/0000:08:00.2')
         e = self.assertRaises(exception.VdpaNoSpace,
