@@ -52,6 +52,7 @@ from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 import nova_vdpa.privsep
 from nova_vdpa.privsep import vdpa as priv_vdpa
+from tests.functional import base
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIM = 'vdpasim_net'
@@ -79,23 +80,6 @@ def start_daemon_config(tmp, simulated):
         % (REPO, helper, path), group=ctx.cfg_section)
     priv_vdpa._conf = conf
     return conf
-
-
-def daemon_pid():
-    """The live privsep daemon of our context, or None."""
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                cmdline = f.read()
-            with open('/proc/%s/stat' % pid) as f:
-                state = f.read().rsplit(')', 1)[1].split()[0]
-        except OSError:
-            continue
-        if CONTEXT in cmdline and state not in 'ZX':
-            return int(pid)
-    return None
 
 
 def wait_sent(timeout=120.0):
@@ -185,14 +169,14 @@ def run(args):
         rounds += 1
         port = rng.choice(ports)
         what, fn, arg = op_of(port, have)
-        pid = daemon_pid()
+        pid = base.privsep_daemon_pid(CONTEXT)
         if pid is None:
             # No call since the last kill: a harmless one starts a daemon.
             try:
                 priv_vdpa.delete_device(allocator.device_name(NO_PORT), 10)
             except exception.VdpaDeviceNotFound:
                 pass
-            pid = daemon_pid()
+            pid = base.privsep_daemon_pid(CONTEXT)
         if args.mode == 'daemon-unread':
             os.kill(pid, signal.SIGSTOP)
             r = Round(fn, arg)

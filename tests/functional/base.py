@@ -96,3 +96,24 @@ class BedTestCase(testtools.TestCase):
     def vdpa_json(self, *args: str) -> dict:
         """iproute2's ``vdpa -j``: the reference client's view."""
         return json.loads(self.run_cmd('vdpa', '-j', *args) or '{}')
+
+
+def privsep_daemon_pid(context=b'nova_vdpa.privsep.vdpa_pctxt'):
+    """The live privsep daemon of ``context`` (its cmdline names it).
+
+    None when there is none. Used by tests/functional and
+    tools/crash_safety_daemon.py.
+    """
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                cmdline = f.read()
+            with open('/proc/%s/stat' % pid) as f:
+                state = f.read().rsplit(')', 1)[1].split()[0]
+        except OSError:
+            continue
+        if context in cmdline and state not in 'ZX':
+            return int(pid)
+    return None

@@ -34,27 +34,10 @@ from nova_vdpa import exception
 import nova_vdpa.privsep
 from nova_vdpa.privsep import vdpa as priv_vdpa
 from tests.functional import allocator_base
+from tests.functional import base
 
 #: a port that never has a device
 NO_PORT = '7c0e3f5a-1d2b-4c3d-8e4f-5a6b7c8d9eff'
-
-
-def daemon_pid():
-    """The live privsep daemon of nova-vdpa's context, or None."""
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                cmdline = f.read()
-            with open('/proc/%s/stat' % pid) as f:
-                state = f.read().rsplit(')', 1)[1].split()[0]
-        except OSError:
-            continue
-        if b'nova_vdpa.privsep.vdpa_pctxt' in cmdline and \
-                state not in 'ZX':
-            return int(pid)
-    return None
 
 
 class TestDaemonKilled(allocator_base.AllocatorBedTestCase):
@@ -83,11 +66,11 @@ class TestDaemonKilled(allocator_base.AllocatorBedTestCase):
 
     def running_daemon(self):
         """The daemon's pid, started by a harmless call if need be."""
-        if daemon_pid() is None:
+        if base.privsep_daemon_pid() is None:
             self.assertRaises(exception.VdpaDeviceNotFound,
                               priv_vdpa.delete_device,
                               allocator.device_name(NO_PORT), 10)
-        pid = daemon_pid()
+        pid = base.privsep_daemon_pid()
         self.assertIsNotNone(pid)
         return pid
 
@@ -141,7 +124,7 @@ class TestDaemonKilled(allocator_base.AllocatorBedTestCase):
                 'killed with the device on %s: %s; the next allocate took '
                 '%.1f s' % (driver, type(outcome).__name__,
                             time.monotonic() - t0)))
-            self.assertNotEqual(pid, daemon_pid())
+            self.assertNotEqual(pid, base.privsep_daemon_pid())
             self.assertEqual('vhost_vdpa', self.driver(name))
             self.assertTrue(os.path.exists(found.chardev))
             self.alloc.release(allocator_base.PORTS[0])
@@ -173,4 +156,4 @@ class TestDaemonKilled(allocator_base.AllocatorBedTestCase):
             'through a new daemon) took %.1f s' % (time.monotonic() - t0)))
         self.assertEqual([None], box)
         self.assertNotIn(made.name, self.devices())
-        self.assertNotEqual(pid, daemon_pid())
+        self.assertNotEqual(pid, base.privsep_daemon_pid())
