@@ -51,10 +51,12 @@ END = 'nova-vdpa: end'
 #: the traffic guest's iPXE, copied into the run folder by testbed.py
 IPXE_NAME = 'ipxe.lkrn'
 
-# iPXE prints "64 bytes from A: seq=N" for a reply and appends ": <error>"
-# for a ping that timed out.
-_REPLY_RE = re.compile(r'bytes from ([0-9.]+): seq=(\d+)[ \t\r]*$', re.M)
-_LOST_RE = re.compile(r'bytes from ([0-9.]+): seq=(\d+): ', re.M)
+# iPXE's pinger prints "64 bytes from A: seq=N" for a reply, "0 bytes
+# from <none>: seq=N: <error>" for a ping that timed out, and "64 bytes
+# from A: seq=N: <error>" for a reply that came after its ping timed out
+# (out of sequence): that frame came back too, late.
+_REPLY_RE = re.compile(r'([1-9]\d*) bytes from ([0-9.]+): seq=(\d+)\b')
+_TIMED_OUT_RE = re.compile(r'\b0 bytes from \S+: seq=(\d+): ')
 _IFSTAT_RE = re.compile(r'TX:(\d+) TXE:(\d+) (?:TXD:\d+ )?RX:(\d+) RXE:(\d+)')
 
 
@@ -91,7 +93,7 @@ def script(address: str, pings: int = PINGS, loop: bool = False,
                   % (ping_target or address),
                   'ifstat net0', 'goto again']
     else:
-        lines += ['ping --count %d --timeout 500 %s ||' % (pings, address),
+        lines += ['ping --count %d --timeout 3000 %s ||' % (pings, address),
                   'ifstat net0',
                   'echo nova-vdpa: phase 2',
                   'set net0/mac %s' % WRONG_MAC,
@@ -169,15 +171,19 @@ def wait_for(serial_path: str, marker: str, timeout: float) -> str:
 
 
 def replies(text: str, address: str) -> list[int]:
-    """Sequence numbers of the ping replies from ``address``."""
-    return [int(seq) for src, seq in _REPLY_RE.findall(text)
-            if src == address]
+    """Sequence numbers of the pings ``address`` answered, late or not."""
+    return sorted({int(seq) for size, src, seq in _REPLY_RE.findall(text)
+                   if src == address})
 
 
 def lost(text: str, address: str) -> list[int]:
-    """Sequence numbers of the pings to ``address`` that got no reply."""
-    return [int(seq) for src, seq in _LOST_RE.findall(text)
-            if src == address]
+    """Sequence numbers of the pings ``address`` never answered.
+
+    Those that timed out with no reply from it, not even a late one.
+    """
+    answered = set(replies(text, address))
+    return sorted({int(seq) for seq in _TIMED_OUT_RE.findall(text)}
+                  - answered)
 
 
 def ifstat(text: str) -> list[tuple[int, int, int, int]]:
