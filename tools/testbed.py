@@ -891,13 +891,28 @@ def cmd_test(args):
     guest_python = (python if args.userspace == DEFAULT_USERSPACE
                     else pathlib.PurePosixPath(ROOT_VENV) / 'bin' / 'python')
 
+    patterns = args.pattern.split(',')
+    if len(patterns) == 1:
+        selection = (f'discover -t {{repo}} -s {{repo}}/{args.path} '
+                     f'-p {shlex.quote(args.pattern)}')
+    else:
+        # Several globs: the modules they match, named (unittest's
+        # discovery takes one pattern).
+        package = '.'.join(pathlib.PurePosixPath(args.path).parts)
+        modules = sorted({f.stem for g in patterns
+                          for f in (REPO / args.path).glob(g)})
+        if not modules:
+            return bed_failure(python, args.name,
+                               f'no test module in {args.path} matches '
+                               f'{args.pattern}')
+        selection = ' '.join(f'{package}.{m}' for m in modules)
+
     def inner(repo, run):
         return ['sh', '-c',
+                f'cd {shlex.quote(str(repo))} && '
                 f'exec {shlex.quote(str(guest_python))} -m subunit.run '
-                f'discover -t {shlex.quote(str(repo))} '
-                f'-s {shlex.quote(str(repo / args.path))} '
-                f'-p {shlex.quote(args.pattern)} '
-                f'> "$NOVA_VDPA_TESTBED_RESULTS/functional.subunit"']
+                + selection.format(repo=shlex.quote(str(repo)))
+                + ' > "$NOVA_VDPA_TESTBED_RESULTS/functional.subunit"']
     try:
         status, rundir = boot(inner, services=_services(args.services),
                               timeout=args.timeout,
@@ -1006,7 +1021,8 @@ def main(argv=None):
                                      default='tests/functional')
     sub.choices['test'].add_argument(
         '--pattern', default='test*.py',
-        help='test file name pattern, e.g. test_netlink*.py')
+        help='test file name pattern, e.g. test_netlink*.py, or several '
+        'separated by commas')
     sub.choices['test'].add_argument(
         '--python', help='Python with the test requirements (default: '
         'this one if it has them, else .tox/functional/bin/python)')

@@ -288,6 +288,31 @@ class TestUserspaces(base.TestCase):
                       '-p test_migration.py', script)
         self.assertNotIn(sys.executable, script)
 
+    def test_several_patterns_name_the_modules(self):
+        seen = {}
+
+        def fake_boot(command, services=(), timeout=0, userspace=None):
+            seen['argv'] = command(pathlib.PurePosixPath('/g/repo'),
+                                   pathlib.PurePosixPath('/g/run'))
+            raise testbed.BedError('not booted')
+
+        self.useFixture(fixtures.MockPatchObject(testbed, 'boot', fake_boot))
+        self.useFixture(fixtures.MockPatchObject(
+            testbed, 'bed_failure', lambda *a: 2))
+        testbed.main(['test', '--python', sys.executable, '--pattern',
+                      'test_migration*.py,test_libvirt_*.py'])
+        script = seen['argv'][-1]
+        self.assertIn('cd /g/repo && exec ', script)
+        self.assertIn('-m subunit.run tests.functional.test_libvirt_'
+                      'paused_detach tests.functional.test_libvirt_vdpa '
+                      'tests.functional.test_migration >', script)
+        self.assertNotIn('discover', script)
+        seen.clear()
+        self.assertEqual(2, testbed.main([
+            'test', '--python', sys.executable, '--pattern',
+            'test_none*.py,test_nothing*.py']))
+        self.assertEqual({}, seen)
+
     def _cache(self):
         d = pathlib.Path(self.useFixture(fixtures.TempDir()).path)
         self.useFixture(fixtures.MockPatchObject(testbed, 'CACHE', d))
