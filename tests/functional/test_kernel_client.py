@@ -347,8 +347,10 @@ class TestInUse(KernelTestCase):
         # does with the deleting thread at exit.
         child = subprocess.Popen(
             [sys.executable, '-c', _RACY_DELETE, 'use0'],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
             cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+        self.addCleanup(child.stderr.close)
         self.addCleanup(child.stdout.close)
         self.addCleanup(child.stdin.close)
         self.addCleanup(child.kill)
@@ -366,6 +368,12 @@ class TestInUse(KernelTestCase):
         release()
         self.assertEqual(0, child.wait(timeout=30))
         self.assertEqual([], self.client.list_devices())
+        # The process said once, in its log, why its calls fail for now.
+        self.assertEqual(
+            ['WARNING nova_vdpa.kernel.worker A vdpa kernel call (delete) '
+             'missed its 1 s deadline'],
+            [line.partition(' and ')[0]
+             for line in child.stderr.read().splitlines()])
 
 
 class TestHeldDeviceIsNeverUnbound(KernelTestCase):
@@ -531,6 +539,7 @@ class TestDevicesOtherToolsMade(KernelTestCase):
 # Run by test_stuck_deletion_holds_its_process_until_the_holder_closes: a
 # deletion whose chardev the parent opens right after the in-use check.
 _RACY_DELETE = """
+import logging
 import sys
 from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle, sysfs
@@ -542,6 +551,7 @@ class Racy(sysfs.VdpaSysfs):
         sys.stdin.readline()
         return busy
 
+logging.basicConfig(format='%(levelname)s %(name)s %(message)s')
 try:
     lifecycle.delete_device(Racy(), sys.argv[1], timeout=1)
 except exception.VdpaDeleteTimeout:
