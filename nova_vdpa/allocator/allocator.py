@@ -543,6 +543,16 @@ class Allocator:
                 if not stale:
                     return self._bound(port_id, vf, name, *current)
                 self._recreate_stale(port_id, vf, name, stale)
+            if (request.mtu is not None
+                    and mgmt.supported_features is not None
+                    and not mgmt.supported_features & model.F_MTU):
+                # The kernel takes the MTU attribute all the same (it
+                # checks F_MTU only among provisioned features).
+                LOG.warning('Management device %s offers no MTU feature '
+                            '(F_MTU): the guest of port %s is not told its '
+                            'MTU %d by device %s; it must learn it another '
+                            'way (DHCP, config drive).', mgmt.handle,
+                            port_id, request.mtu, name)
             return self._create(name, mgmtdev, request, queue_pairs)
 
     def _recreate_stale(self, port_id: str, vf: str, name: str,

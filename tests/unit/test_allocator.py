@@ -438,6 +438,30 @@ class TestQueuePairs(AllocatorTestCase):
         self.assertIn('pci/0000:08:00.3 refused max_vqp', self.log.output)
 
 
+class TestMtuWithoutFeature(AllocatorTestCase):
+
+    # Takes the MTU attribute, offers no F_MTU: the kernel creates the
+    # device, and its guest never reads the MTU from it.
+    mgmtdevs = [fake_kernel.vdpasim_net(), fake_kernel.FakeMgmtdev(
+        'pci', HW_VF, frozenset({'VDPA_ATTR_DEV_NET_CFG_MACADDR',
+                                 'VDPA_ATTR_DEV_NET_CFG_MTU'}), 3,
+        0x3_0000_0020)]
+
+    def test_made_with_a_warning(self):
+        a = self.alloc.allocate(self.request(vf=HW_VF, mtu=1400))
+        self.assertEqual(1400, self.kernel.devices[a.name].mtu)
+        self.assertEqual(1, self.log.output.count(
+            'offers no MTU feature (F_MTU): the guest of port %s is not '
+            'told its MTU 1400 by device %s' % (PORT_A, a.name)))
+        # Found as it is next time: no second warning.
+        self.alloc.allocate(self.request(vf=HW_VF, mtu=1400))
+        self.assertEqual(1, self.log.output.count('offers no MTU feature'))
+
+    def test_no_warning_with_the_feature(self):
+        self.alloc.allocate(self.request(mtu=1400))
+        self.assertNotIn('offers no MTU feature', self.log.output)
+
+
 class TestAdoption(AllocatorTestCase):
 
     simulated = {SIM_VF: 'vdpasim_net', SIM_VF2: 'vdpasim_net@opsim0'}
