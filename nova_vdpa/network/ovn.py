@@ -255,4 +255,3 @@ def tunnel_view(row: ovsdb_mod.InterfaceRow) -> dict[str, object]:
             'remote_ip': row.options.get('remote_ip'),
             'ofport': row.ofport,
             'chassis': chassis.partition('@')[0] or None}
-

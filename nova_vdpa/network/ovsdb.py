@@ -16,8 +16,9 @@ What the offload checks and the status command need, and nothing else:
 ``Open_vSwitch other_config`` and ``external_ids`` (where an OVN chassis
 keeps its settings, :mod:`nova_vdpa.network.mechanism`), a bridge's
 ``datapath_type``, an Interface row with its Port's VLAN ``tag``,
-``external_ids`` and bridge, and a bridge's tunnel ports. Everything is read with ovsdbapp's native IDL, as os-vif and the
-Neutron OVS agent do; nothing shells out to ``ovs-vsctl``.
+``external_ids`` and bridge, and a bridge's ports and tunnel ports.
+Everything is read with ovsdbapp's native IDL, as os-vif and the Neutron
+OVS agent do; nothing shells out to ``ovs-vsctl``.
 
 ovsdbapp keeps its connection in a class attribute of the API class, so
 two API objects of one class share the first connection ever made (a
