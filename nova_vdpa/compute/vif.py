@@ -36,8 +36,12 @@ when it is stale.
 With ``[nova_vdpa] offload_checks`` (VFs of ``simulated_vfs`` excepted),
 ``get_config`` first checks that the VF can be plugged into Open vSwitch
 (its PF in switchdev mode, one representor) and fails the build, to be
-rescheduled, when it cannot; ``plug`` checks after os-vif's plug that the
-representor's row in br-int is what the OVS agent needs, and warns if not.
+rescheduled, when it cannot; on an ML2/OVN chassis (read from OVSDB,
+:mod:`nova_vdpa.network.mechanism`) also when ovn-controller is not
+running or not connected to its southbound database, since no port could
+be claimed. ``plug`` checks after os-vif's plug that the representor's row
+in br-int is what the OVS agent or ovn-controller needs, and warns if not;
+on OVN it logs whether ``ovn-installed`` is set yet.
 
 ``unplug`` releases the device after os-vif's unplug, even when that
 failed (Nova's cleanup swallows its error, and a device left behind
