@@ -425,10 +425,10 @@ def host_summary(vf_addresses: Iterable[str],
             client = devlink_mod.DevlinkClient()
         seen: set[str] = set()
         for vf in sorted(vf_addresses):
+            port = locate(vf, netdevs)[1]
+            if port is not None and port.uplink not in uplinks:
+                uplinks.append(port.uplink)
             for result in check_vf(vf, netdevs, client):
-                if result.name == 'uplink' and result.detail and \
-                        result.detail not in uplinks:
-                    uplinks.append(result.detail)
                 if result.subject in seen and result.name != 'representor':
                     continue  # a PF or uplink already checked
                 seen.add(result.subject)

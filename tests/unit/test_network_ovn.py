@@ -178,8 +178,11 @@ class TestChassisChecks(NetdevTestCase):
             for name in (UPLINK, 'enp8s0f0npf0vf0', 'enp8s0f0npf0vf1')}
         self.tree.netdev('eth1')
         self.tree.netdev('br-ex')
+        # The uplink of another switchdev NIC, not the VFs'.
+        self.tree.netdev('enp9s0np0', 'c0ffee', 'p0')
         Addresses(self, self.netdevs, [
             (UPLINK, '192.0.2.10'), ('eth1', '198.51.100.9'),
+            ('enp9s0np0', '192.0.2.77'),
             ('br-ex', '203.0.113.4'), ('lo', '127.0.0.1')])
 
     def detected(self):
@@ -290,6 +293,18 @@ class TestChassisChecks(NetdevTestCase):
         for name in ('ovn-chassis', 'ovn-controller', 'ovn-encap',
                      'ovn-encap-offload'):
             self.assertIn(name, by_name)
+        self.assertEqual(UPLINK, by_name['ovn-encap-offload'].detail)
+        # Tunnels through another NIC's uplink: that NIC does not hold
+        # the VFs' flows.
+        self.ovs.ids['ovn-encap-ip'] = '192.0.2.77'
+        with mock.patch.dict(os.environ,
+                             {'OVN_RUNDIR': self.controller.rundir}):
+            by_name = {r.name: r for r in checks.host_summary(
+                ['0000:08:00.2'], self.ovs, self.netdevs, self.devlink)}
+        self.assertEqual(checks.Status.WARNING,
+                         by_name['ovn-encap-offload'].status)
+        self.assertIn('which is not %s' % UPLINK,
+                      by_name['ovn-encap-offload'].message)
         # The ML2/OVS host runs none of them.
         results = checks.host_summary(['0000:08:00.2'], FakeOvsdb(),
                                       self.netdevs, self.devlink)
