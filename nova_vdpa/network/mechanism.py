@@ -20,7 +20,8 @@ them; the Neutron OVS agent writes none of these. A row with any of the
 ``ovn-`` keys is an OVN chassis (one with some missing is a broken one,
 which the OVN checks then report); a row with none is ML2/OVS.
 
-Seen with OVN 23.03 (Debian 12) on OVS 3.1: ovn-controller creates
+Seen with OVN 23.03 on OVS 3.1 (Debian 12) and OVN 25.03 on OVS 3.5
+(Debian 13), in the test bed: ovn-controller creates
 ``br-int`` itself (``fail_mode: secure``, the datapath type from
 ``external_ids:ovn-bridge-datapath-type``), claims each Interface whose
 ``external_ids:iface-id`` names a logical port, sets
