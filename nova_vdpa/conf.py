@@ -146,7 +146,12 @@ port's vDPA device it checks the port's VF (its PF in ``switchdev`` mode,
 exactly one representor) and fails the build at once, to be rescheduled,
 when the VF is not ready; after plugging it checks the representor's row in
 the integration bridge and logs a warning when the OVS agent could not
-bring the port up. VFs listed in ``simulated_vfs`` are never checked.
+bring the port up. On an ML2/OVN chassis (read from Open vSwitch:
+``external_ids:ovn-remote`` and the other ``ovn-`` keys), it also checks the
+chassis settings, ovn-controller's southbound connection and the Geneve
+encapsulation's offload, and fails a build at once when ovn-controller
+cannot claim the port (not running, or not connected). VFs listed in
+``simulated_vfs`` are never checked.
 
 Possible values:
 
@@ -157,7 +162,29 @@ Possible values:
 Related options:
 
 * ``simulated_vfs``
+* ``ovn_rundir``
 * ``[os_vif_ovs] ovsdb_connection`` (the database checked)
+"""),
+    cfg.StrOpt(
+        'ovn_rundir',
+        default=None,
+        help="""
+Run folder of ovn-controller on an ML2/OVN chassis: where its pid file
+``ovn-controller.pid`` and its control socket
+``ovn-controller.<pid>.ctl`` are. The offload checks ask ovn-controller
+there whether it is connected to its southbound database (the request
+``ovn-appctl -t ovn-controller connection-status`` makes); nothing else
+of OVN is contacted. Unused on ML2/OVS hosts.
+
+Possible values:
+
+* Unset (default): ``$OVN_RUNDIR`` of nova-compute's environment, else
+  ``/run/ovn`` (Debian's and Ubuntu's ovn-host).
+* A folder path.
+
+Related options:
+
+* ``offload_checks``
 """),
     cfg.FloatOpt(
         'read_timeout',

@@ -581,6 +581,14 @@ def ensure_root(info):
         if not (path / 'ready.json').exists():
             build_root(path)
         stamp = json.loads((path / 'ready.json').read_text())
+        # A package added to bindep.txt's root profile after the root was
+        # built (ovn-central, ovn-host) is installed into it now.
+        missing = root_missing_packages(path / 'root')
+        if missing:
+            shutil.copy('/etc/resolv.conf', path / 'root' / 'etc' /
+                        'resolv.conf')
+            in_root(path / 'root', 'apt-get', 'update', '-q')
+            install_in_root(path / 'root', missing)
         if stamp.get('requirements') != requirements_digest():
             t0 = time.monotonic()
             build_root_venv(path / 'root')
@@ -605,15 +613,7 @@ def build_root(path):
         sh(['debootstrap', '--variant=minbase', ROOT_SUITE, str(root),
             ROOT_MIRROR])
         # No service starts inside the chroot while packages install.
-        rc_d = root / 'usr' / 'sbin' / 'policy-rc.d'
-        rc_d.write_text('#!/bin/sh\nexit 101\n')
-        rc_d.chmod(0o755)
-        packages = bindep_packages(ROOT_PROFILE)
-        log('installing in the root: ' + ' '.join(packages))
-        in_root(root, 'apt-get', 'install', '-y', '-q',
-                '--no-install-recommends', *packages)
-        rc_d.unlink()
-        in_root(root, 'apt-get', 'clean')
+        install_in_root(root, bindep_packages(ROOT_PROFILE))
         # Mount points of the checkout and the run folder (the root is
         # read-only in the guest).
         for mnt in (ROOT_REPO, ROOT_RUN):
@@ -634,6 +634,38 @@ def build_root(path):
         shutil.rmtree(work, ignore_errors=True)
         raise
     log(f'Debian {ROOT_SUITE} root built in {versions["build_seconds"]} s')
+
+
+def root_missing_packages(root):
+    """The packages of the root profile that the root lacks.
+
+    Read from the root's dpkg status file; a root without one (not made
+    by debootstrap) is taken as it is.
+    """
+    status = root / 'var' / 'lib' / 'dpkg' / 'status'
+    if not status.exists():
+        return []
+    installed = set()
+    for stanza in status.read_text(errors='replace').split('\n\n'):
+        fields = dict(line.split(': ', 1) for line in stanza.splitlines()
+                      if ': ' in line and not line.startswith(' '))
+        if fields.get('Status') == 'install ok installed':
+            installed.add(fields.get('Package'))
+    return [p for p in bindep_packages(ROOT_PROFILE) if p not in installed]
+
+
+def install_in_root(root, packages):
+    """apt-get install ``packages`` in the root, no service started."""
+    rc_d = root / 'usr' / 'sbin' / 'policy-rc.d'
+    rc_d.write_text('#!/bin/sh\nexit 101\n')
+    rc_d.chmod(0o755)
+    try:
+        log('installing in the root: ' + ' '.join(packages))
+        in_root(root, 'apt-get', 'install', '-y', '-q',
+                '--no-install-recommends', *packages)
+    finally:
+        rc_d.unlink()
+    in_root(root, 'apt-get', 'clean')
 
 
 def build_root_venv(root):

@@ -25,6 +25,7 @@ import warnings
 
 from oslo_config import cfg
 
+from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netdev as netdev_mod
@@ -32,6 +33,8 @@ from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs as sysfs_mod
 from nova_vdpa.network import checks
 from nova_vdpa.network import flows as flows_mod
+from nova_vdpa.network import mechanism as mechanism_mod
+from nova_vdpa.network import ovn as ovn_mod
 from nova_vdpa.network import ovsdb as ovsdb_mod
 
 Outcome = tuple[int, str]
@@ -80,6 +83,17 @@ class Host:
             except exception.OvsdbUnavailable as e:
                 self._ovs_error = e.message
         return self._ovs
+
+    def ovn_rundir(self) -> str | None:
+        """``--ovn-rundir``, else ``[nova_vdpa] ovn_rundir`` (may be None)."""
+        given = getattr(self.conf, 'ovn_rundir', None)
+        if given:
+            return given
+        try:
+            vdpa_conf.register_opts(self.conf)
+            return getattr(self.conf, vdpa_conf.vdpa_group.name).ovn_rundir
+        except (AttributeError, cfg.Error):
+            return None  # a conf without nova-vdpa's group (tests)
 
     def close(self) -> None:
         if self._ovs is not None:
@@ -158,7 +172,9 @@ class Host:
                 vfs = []
             self._network = checks.host_summary(
                 vfs, self.ovs(), self.netdevs,
-                bridge=self.conf.integration_bridge)
+                bridge=self.conf.integration_bridge,
+                ovs_error=self._ovs_error,
+                ovn_rundir=self.ovn_rundir())
         return self._network
 
     # ---------------------------------------------------------- listings
@@ -327,10 +343,10 @@ class Host:
             raise exception.OvsdbUnavailable(
                 connection=self.conf.ovsdb_connection,
                 reason=self._ovs_error or 'unreachable')
-        tunnels = [{'name': t.name, 'type': t.type,
-                    'remote_ip': t.options.get('remote_ip'),
-                    'ofport': t.ofport}
-                   for t in ovs.tunnel_ports(self.conf.tunnel_bridge)]
+        # ML2/OVS tunnels on br-tun; ML2/OVN's Geneve ports on br-int.
+        detected = mechanism_mod.detect(ovs, self.conf.integration_bridge)
+        tunnels = [ovn_mod.tunnel_view(t) for t in ovs.tunnel_ports(
+            detected.bridge if detected.is_ovn else self.conf.tunnel_bridge)]
         try:
             ctl: str | None = flows_mod.control_socket(self.conf.ovs_rundir)
         except exception.OvsUnixctlError:
@@ -343,6 +359,7 @@ class Host:
             row: dict[str, Any] = {'port': port_id, 'device': dev.name,
                                    'vf': ','.join(vfs) or None,
                                    'traffic': traffic[dev.name],
+                                   'mechanism': detected.mechanism.label,
                                    'tunnels': tunnels, 'flows': []}
             rows.append(row)
             if len(vfs) != 1:
@@ -360,7 +377,9 @@ class Host:
             mac = configs[dev.name].mac if dev.name in configs else None
             row['plugged'] = checks.verify_plugged(
                 ovs, port_id or '', mac or '', rep.detail,
-                self.conf.integration_bridge).message
+                detected.bridge, detected.mechanism).message
+            row['programmed'] = checks.check_programmed(
+                ovs, port_id or '', rep.detail, detected.mechanism).message
             if ctl:
                 row['flows'] = [flows_mod.as_dict(f) for f in
                                 flows_mod.representor_flows(ctl, rep.detail)]

@@ -18,10 +18,13 @@
     finds nova-vdpa (:mod:`nova_vdpa.compute.install`), the vdpa kernel
     family, the vhost_vdpa driver, libvirt and QEMU versions, management
     devices, nova-compute's concurrency mode (native threads supported,
-    eventlet not), Open vSwitch hw-offload and the integration bridge,
-    switchdev, representors and TC offload. Exit status 0 / 1 / 2
-    (success, warning, failure), 255 for an unexpected error, as
-    oslo.upgradecheck does.
+    eventlet not), the Neutron mechanism (ML2/OVS or ML2/OVN, read from
+    Open vSwitch), Open vSwitch hw-offload and the integration bridge,
+    switchdev, representors and TC offload; on an OVN chassis also the
+    chassis settings, ovn-controller's southbound connection (its
+    unixctl ``connection-status``), the encapsulation and its offload.
+    Exit status 0 / 1 / 2 (success, warning, failure), 255 for an
+    unexpected error, as oslo.upgradecheck does.
 ``inventory``
     one row per VF and vDPA device: management device, device, chardev,
     MAC, MTU, Neutron port (from our device name), instance (from libvirt,
@@ -37,10 +40,11 @@
     one row per allocated port: its device's rx/tx packets, drops, errors
     and overruns where the driver reports them (or why they cannot be
     read: nothing negotiated features yet), representor, ``ofport``, the
-    VLAN tag the
-    OVS agent set, the tunnel ports of br-tun, and the representor's
-    datapath flows with their layer and offload state (from ovs-vswitchd's
-    unixctl socket).
+    VLAN tag the OVS agent set, whether the mechanism programmed the port
+    (the agent's tag; OVN's ``ovn-installed``), the tunnel ports (br-tun's
+    on ML2/OVS, br-int's Geneve ports with their remote chassis on
+    ML2/OVN), and the representor's datapath flows with their layer and
+    offload state (from ovs-vswitchd's unixctl socket).
 
 Nothing allocated, or nothing reachable, is one line, not an empty table.
 Options come from nova.conf (``[nova_vdpa]``) and the command line.
@@ -75,6 +79,10 @@ CLI_OPTS = [
                help='The OVS agent\'s integration bridge.'),
     cfg.StrOpt('tunnel-bridge', default='br-tun',
                help='The OVS agent\'s tunnel bridge.'),
+    cfg.StrOpt('ovn-rundir', default=None,
+               help='ovn-controller\'s run folder with its pid file and '
+                    'control socket (default [nova_vdpa] ovn_rundir, '
+                    '$OVN_RUNDIR or /run/ovn).'),
     cfg.StrOpt('libvirt-uri', default='qemu:///system',
                help='libvirt connection for versions and instances.'),
 ]
@@ -90,10 +98,11 @@ def _result(code: int, details: str) -> Any:
     return upgradecheck.Result(upgradecheck.Code(code), details)
 
 
-def _group(results: list[checks.CheckResult], empty: str) -> Any:
+def _group(results: list[checks.CheckResult], empty: str,
+           empty_code: int = WARNING) -> Any:
     """Several network results as one upgradecheck Result."""
     if not results:
-        return _result(WARNING, empty)
+        return _result(empty_code, empty)
     status = checks.worst(results)
     shown = [r for r in results if r.status == status]
     return _result(int(status), '; '.join(
@@ -130,10 +139,11 @@ def upgrade_commands(host: host_mod.Host) -> Any:
     """The oslo.upgradecheck commands over ``host``."""
     from oslo_upgradecheck import upgradecheck
 
-    def net(name: str, empty: str) -> Callable[[Any], Any]:
+    def net(name: str, empty: str,
+            empty_code: int = WARNING) -> Callable[[Any], Any]:
         return lambda self: _group(
             [r for r in host.network_results() if r.name in name.split()],
-            empty)
+            empty, empty_code)
 
     class Checks(upgradecheck.UpgradeCommands):
         display_title = 'nova-vdpa status'
@@ -148,7 +158,12 @@ def upgrade_commands(host: host_mod.Host) -> Any:
              lambda self: _result(*host.management_devices())),
             ('concurrency mode', lambda self: _result(*host.concurrency())),
             ('Open vSwitch hw-offload',
-             net('ovsdb hw-offload integration-bridge', 'not checked')),
+             net('ovsdb mechanism hw-offload integration-bridge',
+                 'not checked')),
+            ('OVN chassis',
+             net('ovn-chassis ovn-controller ovn-encap ovn-encap-offload',
+                 'not an OVN chassis (no ovn-remote in Open vSwitch)',
+                 SUCCESS)),
             ('switchdev', net('switchdev', 'no VF to check')),
             ('representors', net('uplink representor', 'no VF to check')),
             ('hw-tc-offload', net('hw-tc-offload', 'no VF to check')),
@@ -189,7 +204,7 @@ INVENTORY_COLUMNS = ['vf', 'mgmtdev', 'device', 'chardev', 'mac', 'mtu',
 DEVICES_COLUMNS = ['device', 'port', 'mgmtdev', 'chardev', 'instance',
                    'state']
 PORTS_COLUMNS = ['port', 'vf', 'traffic', 'representor', 'ofport', 'tag',
-                 'plugged', 'tunnels', 'flows']
+                 'plugged', 'programmed', 'tunnels', 'flows']
 
 
 def _listing(rows: list[dict[str, Any]], columns: list[str], fmt: str,
@@ -241,8 +256,10 @@ def cmd_ports(host: host_mod.Host, fmt: str) -> int:
         for row in rows:
             row['flows'] = [flows.summary(flows.Flow(**f))
                             for f in row['flows']]
-            row['tunnels'] = ['%s %s' % (t['name'], t['remote_ip'])
-                              for t in row['tunnels']]
+            row['tunnels'] = ['%s %s%s' % (
+                t['name'], t['remote_ip'],
+                ' (chassis %s)' % t['chassis'] if t.get('chassis') else '')
+                for t in row['tunnels']]
             row['traffic'] = traffic_summary(row.get('traffic') or {})
     return _listing(rows, PORTS_COLUMNS, fmt,
                     'No vdpa port is allocated on this host.')

@@ -201,7 +201,8 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
             vfs = [vf for vf in self.vdpa_allocator.vf_management_devices()
                    if vf not in self.vif_driver.simulated_vfs]
             results = checks.run_host_checks(vfs, vif.ovsdb_connection(),
-                                             timeout=vif.ovsdb_timeout())
+                                             timeout=vif.ovsdb_timeout(),
+                                             ovn_rundir=vif.ovn_rundir())
         except exception.NovaVdpaException as e:
             LOG.error('vdpa offload checks could not run: %s', e)
             return

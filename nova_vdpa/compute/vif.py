@@ -36,8 +36,12 @@ when it is stale.
 With ``[nova_vdpa] offload_checks`` (VFs of ``simulated_vfs`` excepted),
 ``get_config`` first checks that the VF can be plugged into Open vSwitch
 (its PF in switchdev mode, one representor) and fails the build, to be
-rescheduled, when it cannot; ``plug`` checks after os-vif's plug that the
-representor's row in br-int is what the OVS agent needs, and warns if not.
+rescheduled, when it cannot; on an ML2/OVN chassis (read from OVSDB,
+:mod:`nova_vdpa.network.mechanism`) also when ovn-controller is not
+running or not connected to its southbound database, since no port could
+be claimed. ``plug`` checks after os-vif's plug that the representor's row
+in br-int is what the OVS agent or ovn-controller needs, and warns if not;
+on OVN it logs whether ``ovn-installed`` is set yet.
 
 ``unplug`` releases the device after os-vif's unplug, even when that
 failed (Nova's cleanup swallows its error, and a device left behind
@@ -74,6 +78,7 @@ from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.libvirt import designer
 from nova_vdpa.network import checks
+from nova_vdpa.network import mechanism
 from nova_vdpa.network import ovsdb
 
 LOG = logging.getLogger(__name__)
@@ -91,6 +96,14 @@ def ovsdb_timeout() -> float:
         return CONF[vdpa_conf.vdpa_group.name].ovsdb_timeout
     except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
         return OVSDB_TIMEOUT
+
+
+def ovn_rundir() -> str | None:
+    """``[nova_vdpa] ovn_rundir``, or None (the environment's or default)."""
+    try:
+        return CONF[vdpa_conf.vdpa_group.name].ovn_rundir
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return None
 
 
 def ovsdb_connection() -> str:
@@ -221,6 +234,7 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
             if allocation is None:
                 if self._checked(self.vf_address(vif_obj)):
                     checks.check_vf_ready(vif_obj.dev_address)
+                    self._check_mechanism_ready(vif_obj.dev_address)
                 # Before the allocation: a refused guest leaves no device.
                 self._check_guest_memory(vif_obj, image_meta, flavor)
                 allocation = self.releases.allocate(
@@ -348,15 +362,38 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
             LOG.exception('Could not verify the plugged representor of '
                           'port %s', vif_obj.id, instance=instance)
 
+    def _check_mechanism_ready(self, vf_address: str) -> None:
+        """Before allocation: the host's mechanism can claim a port.
+
+        :raises: OffloadNotReady on an OVN chassis whose ovn-controller
+            is not running or not connected to its southbound database.
+        """
+        reader = self._reader()
+        if reader is None:
+            return
+        for result in checks.check_mechanism_ready(reader, ovn_rundir()):
+            if result.status == checks.Status.FAILURE:
+                raise exception.OffloadNotReady(vf_address=vf_address,
+                                                reason=result.message)
+
     def _verify_plugged(self, instance: ty.Any, vif_obj: ty.Any) -> None:
-        """Warn when br-int's row of the port's representor is not right."""
+        """Warn when br-int's row of the port's representor is not right.
+
+        On an OVN chassis, also say whether ovn-controller installed the
+        port's flows already (``ovn-installed``); Neutron sends
+        ``network-vif-plugged`` once it has.
+        """
         reader = self._reader()
         if reader is None:
             return
         try:
             representor = checks.check_vf_ready(vif_obj.dev_address)
-            result = checks.verify_plugged(reader, vif_obj.id,
-                                           str(vif_obj.address), representor)
+            detected = mechanism.detect(reader)
+            result = checks.verify_plugged(
+                reader, vif_obj.id, str(vif_obj.address), representor,
+                detected.bridge, detected.mechanism)
+            programmed = checks.check_programmed(
+                reader, vif_obj.id, representor, detected.mechanism)
         except exception.NovaVdpaException as e:
             LOG.warning('Could not verify the plug of port %(port)s: '
                         '%(error)s', {'port': vif_obj.id, 'error': e},
@@ -364,6 +401,10 @@ class LibvirtVdpaVIFDriver(libvirt_vif.LibvirtGenericVIFDriver):
             return
         if not result.ok:
             LOG.warning('%s', result.message, instance=instance)
+            return
+        LOG.debug('Port %(port)s on %(mech)s: %(state)s',
+                  {'port': vif_obj.id, 'mech': detected.mechanism.label,
+                   'state': programmed.message}, instance=instance)
 
     def _reader(self) -> ovsdb.OvsdbReader | None:
         """The driver's OVSDB reader; None (warned once) if unreachable."""

@@ -38,13 +38,16 @@ the uplink under new ``ethN`` names; udev's names on a real host are
 stable only as long as its rules are.
 
 ``hw-tc-offload`` is read with pyroute2's ethtool ioctl support (the
-``ETHTOOL_GFEATURES`` request ``ethtool -k`` makes).
+``ETHTOOL_GFEATURES`` request ``ethtool -k`` makes); who holds an IP
+address (an OVN chassis's tunnel IP) with an rtnetlink address dump (what
+``ip -j addr`` prints).
 
 Only the standard library and pyroute2 are imported here.
 """
 
 import dataclasses
 import errno
+import ipaddress
 import os
 import re
 
@@ -238,3 +241,38 @@ class Netdevs:
         if not on and not features.is_available(HW_TC_OFFLOAD):
             return None  # "off [fixed]": the driver cannot offload TC
         return on
+
+    # ------------------------------------------------------- addresses
+    def addresses(self) -> list[tuple[str, str]]:
+        """Every (netdev, IP address) of this network namespace.
+
+        :raises: NetdevError when rtnetlink cannot be read.
+        """
+        # Imported here, as for ethtool: most callers never need it.
+        from pyroute2 import IPRoute
+
+        try:
+            with IPRoute() as ipr:
+                names = {link['index']: link.get_attr('IFLA_IFNAME')
+                         for link in ipr.get_links()}
+                found = []
+                for msg in ipr.get_addr():
+                    address = (msg.get_attr('IFA_LOCAL')
+                               or msg.get_attr('IFA_ADDRESS'))
+                    name = names.get(msg['index'])
+                    if address and name:
+                        found.append((name, address))
+        except OSError as e:
+            raise exception.NetdevError(ifname='-',
+                                        reason='address dump: %s' % e)
+        return found
+
+    def address_owners(self, address: str) -> list[str]:
+        """The netdevs that hold ``address`` (an IPv4 or IPv6 address).
+
+        :raises: ValueError when ``address`` is not an IP address;
+            NetdevError as :meth:`addresses`.
+        """
+        wanted = ipaddress.ip_address(address)
+        return sorted({name for name, held in self.addresses()
+                       if ipaddress.ip_address(held) == wanted})

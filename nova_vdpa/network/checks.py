@@ -33,6 +33,16 @@ For the driver (wired in :mod:`nova_vdpa.compute`):
 
 hw-offload off and TC offload off are warnings, not failures: traffic then
 flows through the kernel datapath, slowly, but the port comes up.
+
+ML2/OVN binds vdpa ports too, with no agent: ovn-controller claims the
+representor by its ``iface-id`` and Neutron waits for its
+``ovn-installed``. The mechanism is read from Open vSwitch
+(:mod:`nova_vdpa.network.mechanism`), never configured; on an OVN chassis
+the summary adds the checks of :mod:`nova_vdpa.network.ovn` (chassis
+settings, ovn-controller's southbound connection, the encapsulation and
+whether the NIC can offload it), the messages name OVN's fixes, and
+:func:`check_mechanism_ready` refuses a port before allocation when
+ovn-controller cannot claim it.
 """
 
 import dataclasses
@@ -43,6 +53,7 @@ from typing import Iterable
 from nova_vdpa import exception
 from nova_vdpa.kernel import devlink as devlink_mod
 from nova_vdpa.kernel import netdev as netdev_mod
+from nova_vdpa.network import mechanism as mechanism_mod
 from nova_vdpa.network import ovsdb as ovsdb_mod
 
 DEFAULT_BRIDGE = 'br-int'
@@ -96,23 +107,41 @@ def check_hw_offload(ovs: ovsdb_mod.OvsdbReader) -> CheckResult:
 
 
 def check_integration_bridge(ovs: ovsdb_mod.OvsdbReader,
-                             bridge: str = DEFAULT_BRIDGE) -> CheckResult:
+                             bridge: str = DEFAULT_BRIDGE,
+                             mechanism: mechanism_mod.Mechanism =
+                             mechanism_mod.Mechanism.OVS) -> CheckResult:
     """The integration bridge exists with the kernel (system) datapath."""
+    ovn = mechanism is mechanism_mod.Mechanism.OVN
     dp = ovs.bridge_datapath_type(bridge)
     if dp is None:
         return CheckResult(
             'integration-bridge', bridge, Status.FAILURE,
-            'bridge %s does not exist: start neutron-openvswitch-agent '
-            '(it creates it) or check [ovs] integration_bridge' % bridge)
+            'bridge %s does not exist: %s' % (bridge, (
+                'start ovn-controller (it creates it) or check '
+                'external_ids:ovn-bridge' if ovn else
+                'start neutron-openvswitch-agent (it creates it) or check '
+                '[ovs] integration_bridge')))
     if dp not in ('', 'system'):
         return CheckResult(
             'integration-bridge', bridge, Status.FAILURE,
-            'bridge %s has datapath_type %s: Neutron binds vdpa ports on '
-            'it as vhostuser, which vdpa cannot use. Fix: set [ovs] '
-            'datapath_type = system for the OVS agent and recreate %s'
-            % (bridge, dp, bridge))
+            'bridge %s has datapath_type %s: %s. Fix: %s and recreate %s'
+            % (bridge, dp, (
+                'vdpa ports need the kernel datapath (system)' if ovn else
+                'Neutron binds vdpa ports on it as vhostuser, which vdpa '
+                'cannot use'), (
+                'set external_ids:ovn-bridge-datapath-type=system' if ovn
+                else 'set [ovs] datapath_type = system for the OVS agent'),
+                bridge))
     return CheckResult('integration-bridge', bridge, Status.SUCCESS,
                        'bridge %s uses the system datapath' % bridge)
+
+
+def check_mechanism(detected: mechanism_mod.Detected) -> CheckResult:
+    """Which mechanism the host runs (always a success: information)."""
+    return CheckResult('mechanism', 'Open_vSwitch', Status.SUCCESS,
+                       '%s (%s)' % (detected.mechanism.label,
+                                    detected.evidence),
+                       detail=detected.mechanism.value)
 
 
 # ------------------------------------------------------- eswitch and VFs
@@ -240,15 +269,39 @@ def check_vf_ready(vf_address: str,
     return [r for r in results if r.name == 'representor'][0].detail or ''
 
 
+# ------------------------------------------------------- before a port
+def check_mechanism_ready(ovs: ovsdb_mod.OvsdbReader,
+                          ovn_rundir: str | None = None,
+                          bridge: str = DEFAULT_BRIDGE) -> list[CheckResult]:
+    """What the mechanism needs before any port can come up here.
+
+    ML2/OVS: nothing beyond the VF (the agent's state is Neutron's to
+    report). ML2/OVN: the chassis is configured and ovn-controller runs
+    and is connected: otherwise no port is claimed and Nova waits 300 s.
+    """
+    from nova_vdpa.network import ovn  # ovn imports this module
+
+    detected = mechanism_mod.detect(ovs, bridge)
+    if not detected.is_ovn:
+        return []
+    return [ovn.check_chassis(detected),
+            ovn.check_controller(ovn_rundir,
+                                 detected.external_ids.get('ovn-remote'))]
+
+
 # ----------------------------------------------------------- after plug
 def verify_plugged(ovs: ovsdb_mod.OvsdbReader, port_id: str, mac: str,
                    representor: str,
-                   bridge: str = DEFAULT_BRIDGE) -> CheckResult:
-    """The representor's Interface row is what the OVS agent needs.
+                   bridge: str = DEFAULT_BRIDGE,
+                   mechanism: mechanism_mod.Mechanism =
+                   mechanism_mod.Mechanism.OVS) -> CheckResult:
+    """The representor's Interface row is what the mechanism needs.
 
-    The agent takes a row for a VIF only with a valid ``ofport`` and
-    ``external_ids`` ``iface-id`` and ``attached-mac``; otherwise the port
-    stays DOWN and Nova's wait for ``network-vif-plugged`` times out.
+    The OVS agent takes a row for a VIF only with a valid ``ofport`` and
+    ``external_ids`` ``iface-id`` and ``attached-mac``; ovn-controller
+    claims it by ``iface-id`` (os-vif writes the same four keys for
+    both). Otherwise the port stays DOWN and Nova's wait for
+    ``network-vif-plugged`` times out.
     """
     row = ovs.interface(representor)
     subject = '%s (port %s)' % (representor, port_id)
@@ -275,12 +328,57 @@ def verify_plugged(ovs: ovsdb_mod.OvsdbReader, port_id: str, mac: str,
     if problems:
         return CheckResult(
             'plugged', subject, Status.FAILURE,
-            'Interface %s: %s; the OVS agent will not report port %s up'
-            % (representor, '; '.join(problems), port_id))
+            'Interface %s: %s; %s port %s' % (
+                representor, '; '.join(problems),
+                'ovn-controller will not claim'
+                if mechanism is mechanism_mod.Mechanism.OVN
+                else 'the OVS agent will not report', port_id)
+            + ('' if mechanism is mechanism_mod.Mechanism.OVN else ' up'))
+    if mechanism is mechanism_mod.Mechanism.OVN:
+        return CheckResult('plugged', subject, Status.SUCCESS,
+                           'Interface %s in %s, ofport %s, iface-id %s'
+                           % (representor, bridge, row.ofport, port_id),
+                           detail=str(row.ofport))
     return CheckResult('plugged', subject, Status.SUCCESS,
                        'Interface %s in %s, ofport %s, tag %s'
                        % (representor, bridge, row.ofport, row.tag),
                        detail=str(row.ofport))
+
+
+#: the OVS agent's VLAN for ports it could not wire (``DEAD_VLAN_TAG``)
+DEAD_VLAN_TAG = 4095
+
+
+def check_programmed(ovs: ovsdb_mod.OvsdbReader, port_id: str,
+                     representor: str,
+                     mechanism: mechanism_mod.Mechanism =
+                     mechanism_mod.Mechanism.OVS) -> CheckResult:
+    """Whether the mechanism says the port's datapath is programmed.
+
+    ML2/OVN: ovn-controller's ``external_ids:ovn-installed="true"`` on
+    the Interface. ML2/OVS: the agent's local VLAN ``tag`` on the Port
+    (4095, its dead VLAN, means it could not wire the port).
+    """
+    if mechanism is mechanism_mod.Mechanism.OVN:
+        from nova_vdpa.network import ovn  # ovn imports this module
+        return ovn.check_installed(ovs, port_id, representor)
+    row = ovs.interface(representor)
+    subject = '%s (port %s)' % (representor, port_id)
+    if row is None:
+        return CheckResult('programmed', subject, Status.FAILURE,
+                           'representor %s has no Interface row'
+                           % representor)
+    if row.tag is None:
+        return CheckResult('programmed', subject, Status.WARNING,
+                           'no local VLAN tag yet: the OVS agent has not '
+                           'wired the port')
+    if row.tag == DEAD_VLAN_TAG:
+        return CheckResult('programmed', subject, Status.FAILURE,
+                           'tag %d: the OVS agent could not wire the port '
+                           '(see its log)' % DEAD_VLAN_TAG)
+    return CheckResult('programmed', subject, Status.SUCCESS,
+                       'the OVS agent set local VLAN tag %d' % row.tag,
+                       detail='tag %d' % row.tag)
 
 
 # --------------------------------------------------------------- summary
@@ -289,14 +387,26 @@ def host_summary(vf_addresses: Iterable[str],
                  netdevs: netdev_mod.Netdevs | None = None,
                  client: devlink_mod.DevlinkClient | None = None,
                  bridge: str = DEFAULT_BRIDGE,
-                 ovs_error: str | None = None) -> list[CheckResult]:
+                 ovs_error: str | None = None,
+                 ovn_rundir: str | None = None) -> list[CheckResult]:
     """Every check for this host: OVS once, then each VF (PFs once).
+
+    The mechanism (ML2/OVS or ML2/OVN) is read from OVSDB; an OVN chassis
+    gets the OVN checks too, after the VFs (the encapsulation's offload
+    depends on their uplinks).
 
     :param ovs: a reader, or None when OVSDB is unreachable (reported).
     :param ovs_error: why ``ovs`` is None, for the report.
+    :param bridge: the OVS agent's integration bridge (an OVN chassis
+        names its own, ``external_ids:ovn-bridge``).
+    :param ovn_rundir: ovn-controller's run folder (default
+        ``$OVN_RUNDIR`` or /run/ovn).
     """
+    from nova_vdpa.network import ovn  # ovn imports this module
+
     netdevs = netdevs or netdev_mod.Netdevs()
     results: list[CheckResult] = []
+    detected = None
     if ovs is None:
         results.append(CheckResult(
             'ovsdb', bridge, Status.FAILURE,
@@ -304,14 +414,20 @@ def host_summary(vf_addresses: Iterable[str],
             'ovs-vswitchd, or fix [os_vif_ovs] ovsdb_connection'
             % (' (%s)' % ovs_error if ovs_error else '')))
     else:
-        results += [check_hw_offload(ovs),
-                    check_integration_bridge(ovs, bridge)]
+        detected = mechanism_mod.detect(ovs, bridge)
+        results += [check_mechanism(detected), check_hw_offload(ovs),
+                    check_integration_bridge(ovs, detected.bridge,
+                                             detected.mechanism)]
     own_client = client is None
+    uplinks: list[str] = []
     try:
         if client is None:
             client = devlink_mod.DevlinkClient()
         seen: set[str] = set()
         for vf in sorted(vf_addresses):
+            port = locate(vf, netdevs)[1]
+            if port is not None and port.uplink not in uplinks:
+                uplinks.append(port.uplink)
             for result in check_vf(vf, netdevs, client):
                 if result.subject in seen and result.name != 'representor':
                     continue  # a PF or uplink already checked
@@ -323,13 +439,21 @@ def host_summary(vf_addresses: Iterable[str],
     finally:
         if own_client and client is not None:
             client.close()
+    if ovs is not None and detected is not None and detected.is_ovn:
+        results += [
+            ovn.check_chassis(detected),
+            ovn.check_controller(ovn_rundir,
+                                 detected.external_ids.get('ovn-remote')),
+            ovn.check_encap(detected, netdevs),
+            ovn.check_encap_offload(detected, netdevs, ovs, uplinks)]
     return results
 
 
 def run_host_checks(vf_addresses: Iterable[str],
                     ovsdb_connection: str = ovsdb_mod.DEFAULT_CONNECTION,
                     bridge: str = DEFAULT_BRIDGE,
-                    timeout: float = 5.0) -> list[CheckResult]:
+                    timeout: float = 5.0,
+                    ovn_rundir: str | None = None) -> list[CheckResult]:
     """:func:`host_summary` with its own OVSDB connection (for init_host).
 
     :param ovsdb_connection: os-vif's ``[os_vif_ovs] ovsdb_connection``.
@@ -344,7 +468,7 @@ def run_host_checks(vf_addresses: Iterable[str],
         ovs, ovs_error = None, e.message
     try:
         return host_summary(vf_addresses, ovs, bridge=bridge,
-                            ovs_error=ovs_error)
+                            ovs_error=ovs_error, ovn_rundir=ovn_rundir)
     finally:
         if ovs is not None:
             ovs.close()

@@ -130,15 +130,26 @@ def control_socket(rundir: str | None = None) -> str:
     :raises: OvsUnixctlError when vswitchd's pid file is missing.
     """
     rundir = rundir or os.environ.get('OVS_RUNDIR') or DEFAULT_RUNDIR
-    pidfile = os.path.join(rundir, 'ovs-vswitchd.pid')
+    return daemon_socket(rundir, 'ovs-vswitchd')
+
+
+def daemon_socket(rundir: str, daemon: str) -> str:
+    """An OVS-style daemon's unixctl socket: ``<rundir>/<daemon>.<pid>.ctl``.
+
+    ovs-vswitchd, ovn-controller and the other daemons of the OVS family
+    write ``<daemon>.pid`` and listen on that socket in their run folder.
+
+    :raises: OvsUnixctlError when the pid file is missing or unreadable.
+    """
+    pidfile = os.path.join(rundir, '%s.pid' % daemon)
     try:
         with open(pidfile) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError) as e:
         raise exception.OvsUnixctlError(
             command='-', target=pidfile,
-            reason='ovs-vswitchd is not running here (%s)' % e)
-    return os.path.join(rundir, 'ovs-vswitchd.%d.ctl' % pid)
+            reason='%s is not running here (%s)' % (daemon, e))
+    return os.path.join(rundir, '%s.%d.ctl' % (daemon, pid))
 
 
 def transact(target: str, command: str, args: list[str]) -> str:

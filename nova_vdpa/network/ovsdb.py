@@ -13,10 +13,12 @@
 """Read-only view of the Open vSwitch database through ovsdbapp's IDL.
 
 What the offload checks and the status command need, and nothing else:
-``Open_vSwitch other_config``, a bridge's ``datapath_type``, an Interface
-row with its Port's VLAN ``tag`` and its bridge, and a bridge's tunnel
-ports. Everything is read with ovsdbapp's native IDL, as os-vif and the
-Neutron OVS agent do; nothing shells out to ``ovs-vsctl``.
+``Open_vSwitch other_config`` and ``external_ids`` (where an OVN chassis
+keeps its settings, :mod:`nova_vdpa.network.mechanism`), a bridge's
+``datapath_type``, an Interface row with its Port's VLAN ``tag``,
+``external_ids`` and bridge, and a bridge's ports and tunnel ports.
+Everything is read with ovsdbapp's native IDL, as os-vif and the Neutron
+OVS agent do; nothing shells out to ``ovs-vsctl``.
 
 ovsdbapp keeps its connection in a class attribute of the API class, so
 two API objects of one class share the first connection ever made (a
@@ -44,6 +46,8 @@ class InterfaceRow:
         add the netdev (the agent ignores such a row).
     :ivar bridge: the bridge whose Port holds it; None if none does.
     :ivar tag: the Port's VLAN tag (the agent's local VLAN), or None.
+    :ivar port_external_ids: the Port's ``external_ids``; ovn-controller
+        names a tunnel's remote chassis there (``ovn-chassis-id``).
     """
 
     name: str
@@ -54,6 +58,8 @@ class InterfaceRow:
     error: str | None
     bridge: str | None
     tag: int | None
+    port_external_ids: dict[str, str] = dataclasses.field(
+        default_factory=dict)
 
 
 def _api_class() -> type:
@@ -155,6 +161,11 @@ class OvsdbReader:
         return dict(self._run(self.api.db_get(
             'Open_vSwitch', '.', 'other_config')))
 
+    def external_ids(self) -> dict[str, str]:
+        """``Open_vSwitch . external_ids`` (an OVN chassis's settings)."""
+        return dict(self._run(self.api.db_get(
+            'Open_vSwitch', '.', 'external_ids')))
+
     def bridge_datapath_type(self, bridge: str) -> str | None:
         """The bridge's ``datapath_type`` ('' means system); None: absent."""
         rows = self._run(self.api.db_find(
@@ -171,7 +182,7 @@ class OvsdbReader:
             return None
         row = rows[0]
         ports = self._run(self.api.db_find(
-            'Port', ('name', '=', name), columns=['tag']))
+            'Port', ('name', '=', name), columns=['tag', 'external_ids']))
         bridge = self._run(self.api.iface_to_br(name))
         return InterfaceRow(
             name=row['name'], type=row['type'],
@@ -179,7 +190,15 @@ class OvsdbReader:
             external_ids=dict(row['external_ids']),
             options=dict(row['options']), error=_single(row['error']),
             bridge=bridge or None,
-            tag=_single(ports[0]['tag']) if ports else None)
+            tag=_single(ports[0]['tag']) if ports else None,
+            port_external_ids=dict(ports[0]['external_ids']) if ports
+            else {})
+
+    def bridge_ports(self, bridge: str) -> list[str]:
+        """The names of the bridge's interfaces; empty when it is absent."""
+        if self.bridge_datapath_type(bridge) is None:
+            return []
+        return sorted(self._run(self.api.list_ifaces(bridge)))
 
     def tunnel_ports(self, bridge: str) -> list[InterfaceRow]:
         """The bridge's tunnel interfaces (VXLAN, Geneve, GRE)."""

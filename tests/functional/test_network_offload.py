@@ -44,6 +44,7 @@ from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netdev
 from nova_vdpa.network import checks
 from nova_vdpa.network import flows
+from nova_vdpa.network import mechanism
 from nova_vdpa.network import ovsdb
 from tests.functional import base
 
@@ -127,6 +128,54 @@ class BedNetdevs(netdev.Netdevs):
                              pf_name='netdevsim%d' % NSIM_ID,
                              vf_index=VF_INDEX, pf_function=0,
                              uplink=self.uplink)
+
+
+def plug_with_os_vif(test, port_id, mac, uplink):
+    """os-vif's ovs plugin plugs the VIF nova builds for a vdpa port.
+
+    Neutron's OVS and OVN drivers both bind a vdpa port ``vif_type=ovs``:
+    the same VIF, the same plug. The caller removes the port again.
+    """
+    from nova.network import model
+    from nova.network import os_vif_util
+    from os_vif import objects
+    from oslo_config import cfg
+    from vif_plug_ovs import linux_net
+    from vif_plug_ovs import ovs as ovs_plugin
+    from vif_plug_ovs import privsep as ovs_privsep
+
+    objects.register_all()
+    # We are root in the bed: no privsep daemon.
+    ovs_privsep.vif_plug.set_client_mode(False)
+    cfg.CONF.register_opts(ovs_plugin.OvsPlugin.CONFIG_OPTS,
+                           group='os_vif_ovs')
+    cfg.CONF.set_override('ovsdb_connection',
+                          os.environ['NOVA_VDPA_TESTBED_OVSDB'],
+                          group='os_vif_ovs')
+    plugin = ovs_plugin.OvsPlugin.load('ovs')
+    network = model.Network(id=str(uuid.uuid4()), bridge='br-int',
+                            subnets=[], vlan=None, mtu=1500)
+    vif = model.VIF(
+        id=port_id, address=mac, network=network, type='ovs',
+        vnic_type=model.VNIC_TYPE_VDPA,
+        details={'port_filter': True, 'ovs_hybrid_plug': False,
+                 'datapath_type': 'system', 'bridge_name': 'br-int'},
+        profile={'pci_slot': VF_ADDRESS, 'pci_vendor_info': '15b3:101e',
+                 'physical_network': None},
+        ovs_interfaceid=port_id, active=False)
+    os_vif_vif = os_vif_util.nova_to_osvif_vif(vif)
+    test.assertEqual('VIFHostDevice', type(os_vif_vif).__name__)
+    info = objects.instance_info.InstanceInfo(
+        uuid=str(uuid.uuid4()), name='instance-00000001',
+        project_id=str(uuid.uuid4()))
+    # The PCI part of os-vif's walk (see the module docstring).
+    with mock.patch.object(linux_net, 'get_vf_num_by_pci_address',
+                           return_value=str(VF_INDEX)), \
+            mock.patch.object(linux_net, 'get_ifname_by_pci_address',
+                              return_value=uplink), \
+            mock.patch.object(linux_net, 'get_function_by_ifname',
+                              return_value=(PF_ADDRESS, True)):
+        plugin.plug(os_vif_vif, info)
 
 
 class TestOffload(base.BedTestCase):
@@ -268,6 +317,10 @@ class TestOffload(base.BedTestCase):
         self.assertIn('other_config:hw-offload=true', result.message)
 
     def test_integration_bridge_datapath(self):
+        # No ovn- key on the bed's Open_vSwitch row: ML2/OVS.
+        detected = mechanism.detect(self.ovs)
+        self.assertIs(mechanism.Mechanism.OVS, detected.mechanism)
+        self.assertEqual('br-int', detected.bridge)
         result = checks.check_integration_bridge(self.ovs, 'br-nope')
         self.assertEqual(checks.Status.FAILURE, result.status)
         self.assertIn('does not exist', result.message)
@@ -285,47 +338,7 @@ class TestOffload(base.BedTestCase):
 
     # ------------------------------------------- os-vif plug and verify
     def _plug_with_os_vif(self, port_id, mac):
-        """os-vif's ovs plugin plugs the VIF nova builds for a vdpa port."""
-        from nova.network import model
-        from nova.network import os_vif_util
-        from os_vif import objects
-        from oslo_config import cfg
-        from vif_plug_ovs import linux_net
-        from vif_plug_ovs import ovs as ovs_plugin
-        from vif_plug_ovs import privsep as ovs_privsep
-
-        objects.register_all()
-        # We are root in the bed: no privsep daemon.
-        ovs_privsep.vif_plug.set_client_mode(False)
-        cfg.CONF.register_opts(ovs_plugin.OvsPlugin.CONFIG_OPTS,
-                               group='os_vif_ovs')
-        cfg.CONF.set_override('ovsdb_connection',
-                              os.environ['NOVA_VDPA_TESTBED_OVSDB'],
-                              group='os_vif_ovs')
-        plugin = ovs_plugin.OvsPlugin.load('ovs')
-        network = model.Network(id=str(uuid.uuid4()), bridge='br-int',
-                                subnets=[], vlan=None, mtu=1500)
-        vif = model.VIF(
-            id=port_id, address=mac, network=network, type='ovs',
-            vnic_type=model.VNIC_TYPE_VDPA,
-            details={'port_filter': True, 'ovs_hybrid_plug': False,
-                     'datapath_type': 'system', 'bridge_name': 'br-int'},
-            profile={'pci_slot': VF_ADDRESS, 'pci_vendor_info': '15b3:101e',
-                     'physical_network': None},
-            ovs_interfaceid=port_id, active=False)
-        os_vif_vif = os_vif_util.nova_to_osvif_vif(vif)
-        self.assertEqual('VIFHostDevice', type(os_vif_vif).__name__)
-        info = objects.instance_info.InstanceInfo(
-            uuid=str(uuid.uuid4()), name='instance-00000001',
-            project_id=str(uuid.uuid4()))
-        # The PCI part of os-vif's walk (see the module docstring).
-        with mock.patch.object(linux_net, 'get_vf_num_by_pci_address',
-                               return_value=str(VF_INDEX)), \
-                mock.patch.object(linux_net, 'get_ifname_by_pci_address',
-                                  return_value=self.uplink), \
-                mock.patch.object(linux_net, 'get_function_by_ifname',
-                                  return_value=(PF_ADDRESS, True)):
-            plugin.plug(os_vif_vif, info)
+        plug_with_os_vif(self, port_id, mac, self.uplink)
         self.addCleanup(self.vsctl, '--if-exists', 'del-br', 'br-int')
         self.addCleanup(self.vsctl, '--if-exists', 'del-port', self.rep)
 

@@ -138,11 +138,24 @@ REP = 'enp8s0f0npf0vf0'
 class FakeOvsdb:
     def __init__(self):
         self.config = {'hw-offload': 'true'}
+        self.ids = {}
         self.bridges = {'br-int': '', 'br-tun': ''}
         self.rows = {}
 
     def other_config(self):
         return dict(self.config)
+
+    def external_ids(self):
+        return dict(self.ids)
+
+    def bridge_ports(self, bridge):
+        if bridge not in self.bridges:
+            return []
+        return sorted(n for n, r in self.rows.items() if r.bridge == bridge)
+
+    def tunnel_ports(self, bridge):
+        return [self.rows[n] for n in self.bridge_ports(bridge)
+                if self.rows[n].type in ovsdb.TUNNEL_TYPES]
 
     def bridge_datapath_type(self, bridge):
         return self.bridges.get(bridge)

@@ -118,9 +118,28 @@ class TestCheck(StatusTestCase):
                      'vdpa kernel support', 'vhost_vdpa driver',
                      'libvirt and QEMU', 'management devices',
                      'concurrency mode', 'Open vSwitch hw-offload',
-                     'switchdev', 'representors', 'hw-tc-offload'):
+                     'OVN chassis', 'switchdev', 'representors',
+                     'hw-tc-offload'):
             self.assertIn('Check: %s' % name, text)
+        # An ML2/OVS host: the OVN row says so and passes.
+        self.assertIn('not an OVN chassis', text)
         self.assertTrue(self.host.closed)
+
+    def test_ovn_chassis_failure(self):
+        self.host.network += [
+            checks.CheckResult('mechanism', 'Open_vSwitch',
+                               checks.Status.SUCCESS, 'ML2/OVN (...)'),
+            checks.CheckResult('ovn-controller', 'ovn-controller',
+                               checks.Status.FAILURE,
+                               "ovn-controller says 'not connected'"),
+            checks.CheckResult('ovn-encap', 'Open_vSwitch',
+                               checks.Status.SUCCESS, 'geneve tunnels')]
+        self.assertEqual(2, self.main('check', '--format', 'json'))
+        by_name = {c['check']: c for c in
+                   json.loads(self.out.getvalue())['checks']}
+        self.assertEqual(2, by_name['OVN chassis']['result'])
+        self.assertIn('not connected', by_name['OVN chassis']['details'])
+        self.assertEqual(0, by_name['Open vSwitch hw-offload']['result'])
 
     def test_failure_json(self):
         self.host.network[1] = checks.CheckResult(
@@ -217,6 +236,23 @@ class TestListings(StatusTestCase):
         self.host.error = RuntimeError('boom')
         self.assertEqual(255, self.main('inventory'))
         self.assertIn('boom', self.out.getvalue())
+
+    def test_ovn_port_row(self):
+        row = {'port': PORT, 'vf': '0000:08:00.2', 'representor': 'r0',
+               'ofport': 7, 'tag': None, 'mechanism': 'ML2/OVN',
+               'plugged': 'Interface r0 in br-int, ofport 7, iface-id x',
+               'programmed': "ovn-installed: ovn-controller installed the "
+                             "port's flows",
+               'tunnels': [{'name': 'ovn-chass-0', 'type': 'geneve',
+                            'remote_ip': '192.0.2.20', 'ofport': 3,
+                            'chassis': 'chassis-2'}],
+               'flows': [], 'traffic': {}}
+        self.host.rows = [row]
+        self.assertEqual(0, self.main('ports'))
+        text = self.out.getvalue()
+        for cell in ('ovn-installed', 'ovn-chass-0 192.0.2.20 (chassis '
+                     'chassis-2)'):
+            self.assertIn(cell, text)
 
     def test_ports_table_and_json(self):
         row = {'port': PORT, 'vf': '0000:08:00.2', 'representor': 'r0',

@@ -93,7 +93,7 @@ class TestConf(base.TestCase):
                           'delete_timeout', 'offload_checks',
                           'read_timeout', 'ovsdb_timeout',
                           'live_migration_without_unplug',
-                          'max_devices_per_simulator'},
+                          'max_devices_per_simulator', 'ovn_rundir'},
                          {o.name for o in groups['nova_vdpa']})
         for opt in groups['nova_vdpa']:
             self.assertIn('Possible values', opt.help)

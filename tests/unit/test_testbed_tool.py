@@ -357,3 +357,30 @@ class TestUserspaces(base.TestCase):
         self.assertEqual(old['requirements'],
                          json.loads(stamp.read_text())['requirements'])
         self.assertEqual(1, len(built))
+
+    def test_packages_added_later_are_installed_into_the_root(self):
+        d, built, venvs = self._cache()
+        info = {'kernelrelease': '6.12.117+deb12-amd64'}
+        root = testbed.ensure_root(info)
+        wanted = testbed.bindep_packages(testbed.ROOT_PROFILE)
+        status = root / 'var' / 'lib' / 'dpkg' / 'status'
+        status.parent.mkdir(parents=True)
+        status.write_text('\n\n'.join(
+            'Package: %s\nStatus: %s\nVersion: 1' % (
+                p, 'deinstall ok config-files' if p == 'ovn-host'
+                else 'install ok installed')
+            for p in wanted if p != 'ovn-central') + '\n')
+        self.assertEqual(['ovn-central', 'ovn-host'],
+                         testbed.root_missing_packages(root))
+        (root / 'etc').mkdir()
+        calls = []
+        self.useFixture(fixtures.MockPatchObject(
+            testbed, 'in_root', lambda root, *argv, **kw: calls.append(argv)))
+        installed = []
+        self.useFixture(fixtures.MockPatchObject(
+            testbed, 'install_in_root',
+            lambda root, packages: installed.append(packages)))
+        testbed.ensure_root(info)
+        self.assertEqual([['ovn-central', 'ovn-host']], installed)
+        self.assertEqual([('apt-get', 'update', '-q')], calls)
+        self.assertEqual(1, len(built))
