@@ -101,9 +101,12 @@ class BedTestCase(testtools.TestCase):
 def privsep_daemon_pid(context=b'nova_vdpa.privsep.vdpa_pctxt'):
     """The live privsep daemon of ``context`` (its cmdline names it).
 
-    None when there is none. Used by tests/functional and
-    tools/crash_safety_daemon.py.
+    None when there is none. The helper that started it has the same
+    command line and forks the daemon before it exits: while both live,
+    the daemon is the one whose parent is the helper. Used by
+    tests/functional and tools/crash_safety_daemon.py.
     """
+    found = {}
     for pid in os.listdir('/proc'):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -111,9 +114,12 @@ def privsep_daemon_pid(context=b'nova_vdpa.privsep.vdpa_pctxt'):
             with open('/proc/%s/cmdline' % pid, 'rb') as f:
                 cmdline = f.read()
             with open('/proc/%s/stat' % pid) as f:
-                state = f.read().rsplit(')', 1)[1].split()[0]
+                fields = f.read().rsplit(')', 1)[1].split()
         except OSError:
             continue
-        if context in cmdline and state not in 'ZX':
-            return int(pid)
-    return None
+        if context in cmdline and fields[0] not in 'ZX':
+            found[int(pid)] = int(fields[1])  # its parent
+    children = [pid for pid, parent in found.items() if parent in found]
+    if children:
+        return children[0]
+    return next(iter(found), None)
