@@ -60,6 +60,7 @@ from oslo_config import cfg
 from nova_vdpa.cmd import host as host_mod
 from nova_vdpa.compute import install
 from nova_vdpa.compute import overrides
+from nova_vdpa.compute import releases
 from nova_vdpa import exception
 from nova_vdpa.network import checks
 from nova_vdpa.network import flows
@@ -119,8 +120,11 @@ def nova_release() -> tuple[int, str]:
         overrides.check_release(version)
     except overrides.NovaIncompatible as e:
         return FAILURE, e.message
-    return SUCCESS, 'Nova %s: supported (nova-vdpa supports %s)' % (
-        version, ', '.join(r + '.x' for r in overrides.SUPPORTED_NOVA))
+    release = releases.find(version)
+    assert release is not None  # check_release passed
+    return SUCCESS, 'Nova %s (%s): supported (nova-vdpa supports %s)' % (
+        version, release.series,
+        ', '.join(r + '.x' for r in overrides.SUPPORTED_NOVA))
 
 
 def installation() -> tuple[int, str]:

@@ -14,7 +14,8 @@
 
 Load it with ``compute_driver = nova_vdpa.LibvirtVdpaDriver`` (nova's
 loader imports ``nova.virt.nova_vdpa``, a one-line re-export). It differs
-from nova 34.0.0's ``LibvirtDriver`` in these places only:
+from nova 34.0.0's ``LibvirtDriver`` (the one release it supports:
+:mod:`nova_vdpa.compute.releases`) in these places only:
 
 * its VIF driver (:mod:`nova_vdpa.compute.vif`) creates the vDPA device of
   each ``vnic_type=vdpa`` port before the guest XML names it, gives the
@@ -139,6 +140,9 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
     """Nova's libvirt driver, creating a vDPA device per vdpa port."""
 
     def __init__(self, virtapi: ty.Any, read_only: bool = False) -> None:
+        # The release first: on a refused one (Nova 31 has no
+        # concurrency_mode_threading) the line says why.
+        overrides.check_release()
         overrides.check_concurrency_mode()
         vdpa_conf.register_opts(CONF)
         super().__init__(virtapi, read_only)

@@ -44,18 +44,20 @@ import typing as ty
 import nova.utils as nova_utils
 from oslo_log import log as logging
 
+from nova_vdpa.compute import releases
 from nova_vdpa import exception
 
 LOG = logging.getLogger(__name__)
 
-#: The Nova release every entry below was read against.
-NOVA_RELEASE = '34.0.0'
+#: The Nova release(s) every entry below was read against
+#: (:mod:`nova_vdpa.compute.releases`).
+NOVA_RELEASE = releases.tested()
 
 #: Nova releases (``major.minor`` of Nova's version) nova-vdpa runs on:
 #: the stable branch of :data:`NOVA_RELEASE`, whose bug-fix releases keep
 #: the internals above. Another release is refused even if every check
 #: below passes: nothing else was tested.
-SUPPORTED_NOVA = ('34.0',)
+SUPPORTED_NOVA = tuple(r.version for r in releases.SUPPORTED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,17 +281,24 @@ def nova_version() -> str:
     return str(version.version_info.version_string())
 
 
-def check_release(version: str) -> None:
+def check_release(version: str | None = None) -> None:
     """Refuse a Nova release outside :data:`SUPPORTED_NOVA`.
 
-    :param version: Nova's version string, e.g. ``34.0.1``.
-    :raises: NovaIncompatible naming the release.
+    :param version: Nova's version string, e.g. ``34.0.1``; read from Nova
+        when not given.
+    :raises: NovaIncompatible naming the release, and why when
+        :data:`nova_vdpa.compute.releases.REFUSED` knows.
     """
-    if '.'.join(version.split('.')[:2]) not in SUPPORTED_NOVA:
-        raise NovaIncompatible(
-            release=NOVA_RELEASE,
-            what='Nova %s is not a supported release (supported: %s)' % (
-                version, ', '.join(r + '.x' for r in SUPPORTED_NOVA)))
+    if version is None:
+        version = nova_version()
+    if releases.find(version) is not None:
+        return
+    what = 'Nova %s is not a supported release (supported: %s)' % (
+        version, ', '.join(r + '.x' for r in SUPPORTED_NOVA))
+    why = releases.refusal(version)
+    if why is not None:
+        what = '%s: %s' % (what, why)
+    raise NovaIncompatible(release=NOVA_RELEASE, what=what)
 
 
 def _member(entry: PrivateName, driver: ty.Any) -> tuple[bool, ty.Any]:

@@ -15,7 +15,7 @@
 The entries are checked against a class and a function of this module, so
 each change (a parameter renamed or moved, a behaviour's marker gone, a
 release outside the supported set) is made for real, in source that
-``inspect`` reads. That every entry holds on the real Nova 34.0.0, and
+``inspect`` reads. That every entry holds on the real Nova releases, and
 that the driver refuses to start on such a change, is tested in
 tests/nova_functional/test_driver.py (Nova's code is not imported in the
 unit tests' processes).
@@ -144,13 +144,33 @@ class TestRelease(base.TestCase):
             overrides.check_release(version)
 
     def test_unsupported_release_is_one_line(self):
-        for version in ('35.0.0', '33.0.2', '34.1.0', '340.0.0'):
+        for version in ('35.0.0', '34.1.0', '340.0.0', '30.2.0'):
             ex = self.assertRaises(overrides.NovaIncompatible,
                                    overrides.check_release, version)
             self.assertEqual(
                 'nova-vdpa cannot run on this Nova: Nova %s is not a '
                 'supported release (supported: 34.0.x) (nova-vdpa was '
                 'checked against Nova 34.0.0)' % version, str(ex))
+
+    def test_refused_release_says_why(self):
+        for version, why in (
+                ('31.3.1', 'Nova 31 (2025.1) runs nova-compute under '
+                           'eventlet only, which nova-vdpa refuses'),
+                ('32.2.1', "cannot pickle '_thread.lock' object"),
+                ('33.0.2', "Nova 33 (2026.1)'s own functional tests do not "
+                           'run in native threading mode')):
+            ex = self.assertRaises(overrides.NovaIncompatible,
+                                   overrides.check_release, version)
+            self.assertIn('Nova %s is not a supported release (supported: '
+                          '34.0.x): ' % version, str(ex))
+            self.assertIn(why, str(ex))
+            self.assertNotIn('\n', str(ex))
+
+    def test_version_read_from_nova(self):
+        self.patch(overrides, 'nova_version', lambda: '35.0.0')
+        ex = self.assertRaises(overrides.NovaIncompatible,
+                               overrides.check_release)
+        self.assertIn('Nova 35.0.0 is not a supported release', str(ex))
 
     def test_check_refuses_release_before_entries(self):
         self.patch(
