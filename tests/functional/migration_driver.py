@@ -57,6 +57,7 @@ objects.register_all()
 os_vif_objects.register_all()  # nova_to_osvif_vif builds os-vif objects
 
 VIRT_TYPE = 'qemu'
+NETWORK = '3f1d2c4b-5a69-4788-9a0b-1c2d3e4f5a60'
 
 
 class BedHost:
@@ -96,7 +97,7 @@ class BedDriver:
 
 def nova_vif(port: str, vf: str, mac: str, mtu: int = 1500):
     """A vdpa port as Nova's network model has it (ML2/OVS, on ``vf``)."""
-    network = network_model.Network(id='net', bridge='br-int', label='net',
+    network = network_model.Network(id=NETWORK, bridge='br-int', label='net',
                                     mtu=mtu, subnets=[])
     return network_model.VIF(
         id=port, address=mac, network=network, type='ovs',
