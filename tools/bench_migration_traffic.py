@@ -234,6 +234,9 @@ def report(r):
     for name in ('before', 'during', 'after'):
         print('  pings %-6s answered %4d, timed out %d' % (
             (name,) + r[name]))
+    if not r['after'][0]:
+        print('  (no ping after the migration: the guest ended its rounds '
+              'first; run again with more --rounds)')
     print('  guest frames: TX %(guest_tx)d (errors %(guest_txe)d), '
           'RX %(guest_rx)d (errors %(guest_rxe)d)' % r)
     if 'src' in r:
@@ -362,8 +365,9 @@ def plain_run(conn, dconn, tmp, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--rounds', type=int, default=6,
-                        help='rounds of 25 pings per guest (default 6)')
+    parser.add_argument('--rounds', type=int, default=24,
+                        help='rounds of 25 pings per guest (default 24: '
+                        'a migration took up to a minute in the bed)')
     parser.add_argument('--before', type=int, default=2,
                         help='rounds before the migration (default 2)')
     parser.add_argument('--poll', type=float, default=0.05,
