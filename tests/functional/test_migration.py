@@ -167,7 +167,12 @@ def holds(pid: int, chardev: str) -> bool:
     return False
 
 
-class TestLiveMigration(allocator_base.AllocatorBedTestCase):
+class MigrationBedTestCase(allocator_base.AllocatorBedTestCase):
+    """Two libvirtds (the bed's and :class:`DestinationDaemon`) and two VFs.
+
+    ``conn`` and ``dconn`` are their connections, ``host`` the source's
+    versions.
+    """
 
     services = ('libvirt',)
 
@@ -210,6 +215,17 @@ class TestLiveMigration(allocator_base.AllocatorBedTestCase):
             cls.conn.close()
         super().tearDownClass()
 
+    def _destroy(self, conn, name=DOMAIN):
+        try:
+            dom = conn.lookupByName(name)
+            if dom.isActive():
+                dom.destroy()
+        except self.libvirt.libvirtError:
+            pass
+
+
+class TestLiveMigration(MigrationBedTestCase):
+
     def allocate(self, alloc, port, vf):
         a = alloc.allocate(allocator.PortRequest(
             port_id=port, vf_address=vf, mac=MAC, mtu=1500))
@@ -229,14 +245,6 @@ class TestLiveMigration(allocator_base.AllocatorBedTestCase):
         dom.create()
         self.addCleanup(lambda: self._destroy(self.conn))
         return dom
-
-    def _destroy(self, conn):
-        try:
-            dom = conn.lookupByName(DOMAIN)
-            if dom.isActive():
-                dom.destroy()
-        except self.libvirt.libvirtError:
-            pass
 
     def params(self, dom, chardev):
         lv = self.libvirt
