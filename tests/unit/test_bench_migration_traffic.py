@@ -29,7 +29,7 @@ _spec.loader.exec_module(bench)
 
 CONSOLE = (
     '64 bytes from 10.40.0.2: seq=1\r\n'
-    '64 bytes from 10.40.0.2: seq=2: Connection timed out (...)\r\n'
+    '0 bytes from <none>: seq=2: Connection timed out (...)\r\n'
     '64 bytes from 10.40.0.2: seq=3\r\n'
     '64 bytes from 10.40.0.2: seq=4')
 
