@@ -81,23 +81,13 @@ class PrivsepDaemonTestCase(base.BedTestCase):
         self.addCleanup(self.client.close)
 
     def _daemon_caps(self):
-        # The helper's child (the daemon) is the process whose cmdline
-        # names our context and which is not the helper wrapper (env).
-        for pid in os.listdir('/proc'):
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                    cmdline = f.read()
-                with open('/proc/%s/status' % pid) as f:
-                    status = dict(line.split(':', 1) for line in f
-                                  if ':' in line)
-            except OSError:
-                continue
-            if b'nova_vdpa.privsep.vdpa_pctxt' in cmdline:
-                return (int(status['CapEff'], 16),
-                        int(status['Uid'].split()[0]))
-        return None
+        """(CapEff, uid) of the running daemon, or None."""
+        pid = base.privsep_daemon_pid()
+        if pid is None:
+            return None
+        with open('/proc/%d/status' % pid) as f:
+            status = dict(line.split(':', 1) for line in f if ':' in line)
+        return int(status['CapEff'], 16), int(status['Uid'].split()[0])
 
     def _cleanup(self, name):
         try:
