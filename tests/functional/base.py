@@ -99,14 +99,14 @@ class BedTestCase(testtools.TestCase):
 
 
 def privsep_daemon_pid(context=b'nova_vdpa.privsep.vdpa_pctxt'):
-    """The live privsep daemon of ``context`` (its cmdline names it).
+    """The newest live privsep daemon of ``context``, or None.
 
-    None when there is none. The helper that started it has the same
-    command line and forks the daemon before it exits: while both live,
-    the daemon is the one whose parent is the helper. Used by
+    Found by its command line, which the helper that forks it shares,
+    as does a daemon of an earlier test that is still ending: the
+    newest such process is the daemon the context talks to now. Used by
     tests/functional and tools/crash_safety_daemon.py.
     """
-    found = {}
+    found = []
     for pid in os.listdir('/proc'):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -117,9 +117,8 @@ def privsep_daemon_pid(context=b'nova_vdpa.privsep.vdpa_pctxt'):
                 fields = f.read().rsplit(')', 1)[1].split()
         except OSError:
             continue
+        # fields[0] is the state, fields[19] the start time (stat's
+        # 22nd field, in clock ticks since boot).
         if context in cmdline and fields[0] not in 'ZX':
-            found[int(pid)] = int(fields[1])  # its parent
-    children = [pid for pid, parent in found.items() if parent in found]
-    if children:
-        return children[0]
-    return next(iter(found), None)
+            found.append((int(fields[19]), int(pid)))
+    return max(found)[1] if found else None
