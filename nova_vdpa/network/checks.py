@@ -359,15 +359,15 @@ def check_programmed(ovs: ovsdb_mod.OvsdbReader, port_id: str,
     the Interface. ML2/OVS: the agent's local VLAN ``tag`` on the Port
     (4095, its dead VLAN, means it could not wire the port).
     """
-    if mechanism is mechanism_mod.Mechanism.OVN:
-        from nova_vdpa.network import ovn  # ovn imports this module
-        return ovn.check_installed(ovs, port_id, representor)
     row = ovs.interface(representor)
     subject = '%s (port %s)' % (representor, port_id)
     if row is None:
         return CheckResult('programmed', subject, Status.FAILURE,
                            'representor %s has no Interface row'
                            % representor)
+    if mechanism is mechanism_mod.Mechanism.OVN:
+        from nova_vdpa.network import ovn  # ovn imports this module
+        return ovn.check_installed(row, subject, port_id)
     if row.tag is None:
         return CheckResult('programmed', subject, Status.WARNING,
                            'no local VLAN tag yet: the OVS agent has not '

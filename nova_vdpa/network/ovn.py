@@ -228,15 +228,13 @@ def _uplink_of(owner: str, netdevs: netdev_mod.Netdevs,
 
 
 # ------------------------------------------------------------- per port
-def check_installed(ovs: ovsdb_mod.OvsdbReader, port_id: str,
-                    representor: str) -> CheckResult:
-    """ovn-controller installed the port's flows (``ovn-installed``)."""
-    row = ovs.interface(representor)
-    subject = '%s (port %s)' % (representor, port_id)
-    if row is None:
-        return CheckResult('programmed', subject, Status.FAILURE,
-                           'representor %s has no Interface row'
-                           % representor)
+def check_installed(row: ovsdb_mod.InterfaceRow, subject: str,
+                    port_id: str) -> CheckResult:
+    """ovn-controller installed the port's flows (``ovn-installed``).
+
+    :param row: the representor's Interface row, read by
+        :func:`nova_vdpa.network.checks.check_programmed`.
+    """
     if row.external_ids.get('ovn-installed') == 'true':
         return CheckResult('programmed', subject, Status.SUCCESS,
                            'ovn-installed: ovn-controller installed the '
@@ -245,7 +243,7 @@ def check_installed(ovs: ovsdb_mod.OvsdbReader, port_id: str,
         'programmed', subject, Status.WARNING,
         'no ovn-installed on Interface %s yet: ovn-controller has not '
         'claimed it (is logical port %s bound to this chassis, and '
-        'ovn-controller connected?)' % (representor, port_id))
+        'ovn-controller connected?)' % (row.name, port_id))
 
 
 def tunnel_view(row: ovsdb_mod.InterfaceRow) -> dict[str, object]:
