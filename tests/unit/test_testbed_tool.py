@@ -265,7 +265,8 @@ class TestUserspaces(base.TestCase):
         for pkg in ('file', 'debootstrap', 'flex', 'gcc-12'):
             self.assertNotIn(pkg, root)
 
-    def test_test_runs_the_root_venv_on_guest_paths(self):
+    def _no_boot(self):
+        """What ``test`` would boot: {'userspace', 'argv'}, not booted."""
         seen = {}
 
         def fake_boot(command, services=(), timeout=0, userspace=None):
@@ -277,6 +278,10 @@ class TestUserspaces(base.TestCase):
         self.useFixture(fixtures.MockPatchObject(testbed, 'boot', fake_boot))
         self.useFixture(fixtures.MockPatchObject(
             testbed, 'bed_failure', lambda *a: 2))
+        return seen
+
+    def test_test_runs_the_root_venv_on_guest_paths(self):
+        seen = self._no_boot()
         self.assertEqual(2, testbed.main(
             ['--userspace', 'trixie', 'test', '--python', sys.executable,
              '--pattern', 'test_migration.py']))
@@ -289,16 +294,7 @@ class TestUserspaces(base.TestCase):
         self.assertNotIn(sys.executable, script)
 
     def test_several_patterns_name_the_modules(self):
-        seen = {}
-
-        def fake_boot(command, services=(), timeout=0, userspace=None):
-            seen['argv'] = command(pathlib.PurePosixPath('/g/repo'),
-                                   pathlib.PurePosixPath('/g/run'))
-            raise testbed.BedError('not booted')
-
-        self.useFixture(fixtures.MockPatchObject(testbed, 'boot', fake_boot))
-        self.useFixture(fixtures.MockPatchObject(
-            testbed, 'bed_failure', lambda *a: 2))
+        seen = self._no_boot()
         testbed.main(['test', '--python', sys.executable, '--pattern',
                       'test_migration.py,test_libvirt_*.py'])
         script = seen['argv'][-1]
