@@ -18,9 +18,11 @@
 functional tests' results come from the test bed), ``fail --env NAME
 --reason TEXT`` records one failed test carrying the reason a run produced
 no results; each prints ``NAME: N passed, N failed, N skipped``.
-``summary`` reads every stream there and prints one line per environment
-and, last, the totals as ``N passed, N failed, N skipped``: the line CI
-reads (stestr's own summary is not a format CI recognises). Skips are
+``summary`` reads every stream there and prints one line per environment,
+then each failed test with the end of its traceback (a long run's log is
+often read from its tail, where the runner's own report has scrolled
+away) and, last, the totals as ``N passed, N failed, N skipped``: the line
+CI reads (stestr's own summary is not a format CI recognises). Skips are
 counted apart from passes: a skipped test never counts as passed.
 """
 
@@ -35,9 +37,18 @@ import testtools
 RESULTS = pathlib.Path(__file__).resolve().parent.parent / '.test-results'
 
 
-def count(path):
-    """Return {passed, failed, skipped} for one subunit v2 stream."""
+#: lines of a failed test's traceback that ``summary`` prints
+TRACEBACK_LINES = 12
+
+
+def count(path, failures=None):
+    """Return {passed, failed, skipped} for one subunit v2 stream.
+
+    ``failures``, a list, gets (test id, the end of its traceback) for
+    each test that did not pass.
+    """
     outcome = {}
+    why = {}
 
     def on_test(test):
         # ``subunit.run discover`` first lists every test as 'exists'; a
@@ -45,6 +56,9 @@ def count(path):
         # mid-run) counts as failed.
         if test['status'] != 'exists' or test['id'] not in outcome:
             outcome[test['id']] = test['status']
+        for name in ('traceback', 'reason'):
+            if name in test['details']:
+                why[test['id']] = test['details'][name].as_text()
 
     result = testtools.StreamToDict(on_test)
     with open(path, 'rb') as stream:
@@ -54,6 +68,12 @@ def count(path):
         case.run(result)
         result.stopTestRun()
     statuses = list(outcome.values())
+    if failures is not None:
+        for test_id, status in outcome.items():
+            if status not in ('success', 'xfail', 'skip'):
+                lines = why.get(test_id, 'no outcome reported (%s)'
+                                % status).rstrip().splitlines()
+                failures.append((test_id, lines[-TRACEBACK_LINES:]))
     passed = sum(s in ('success', 'xfail') for s in statuses)
     skipped = statuses.count('skip')
     # Everything else (fail, uxsuccess, never finished) fails.
@@ -106,11 +126,16 @@ def fail(env, reason):
 
 def summary():
     total = {'passed': 0, 'failed': 0, 'skipped': 0}
+    failures = []
     for path in sorted(RESULTS.glob('*.subunit')):
-        c = count(path)
+        c = count(path, failures)
         for k in total:
             total[k] += c[k]
         print(f'{path.stem}: {line(c)}')
+    for test_id, lines in failures:
+        print(f'FAILED {test_id}:')
+        for text in lines:
+            print(f'    {text}')
     print(line(total))
     return 1 if total['failed'] or not total['passed'] else 0
 

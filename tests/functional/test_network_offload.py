@@ -385,25 +385,7 @@ class TestOffload(base.BedTestCase):
                    'vxlan-0a000002', 'type=vxlan',
                    'options:remote_ip=10.0.0.2', 'options:local_ip=10.0.0.1')
         self.addCleanup(self.vsctl, '--if-exists', 'del-br', 'br-tun')
-        # A frame from the "VM": into the representor through a veth and
-        # tc mirred (representors have no receive path of their own).
-        run('ip', 'link', 'add', 'inj0', 'type', 'veth', 'peer', 'inj1')
-        self.addCleanup(run, 'ip', 'link', 'del', 'inj0')
-        for dev in ('inj0', 'inj1', self.rep):
-            run('ip', 'link', 'set', dev, 'up')
-        run('tc', 'qdisc', 'add', 'dev', 'inj1', 'ingress')
-        run('tc', 'filter', 'add', 'dev', 'inj1', 'ingress', 'matchall',
-            'action', 'mirred', 'ingress', 'redirect', 'dev', self.rep)
-        ctl = flows.control_socket()
-
-        def rep_flows():
-            # Keep traffic coming until the datapath has a flow for it.
-            send_frame('inj0', mac)
-            return flows.representor_flows(ctl, self.rep)
-
-        found = wait_for(rep_flows, 'a datapath flow on %s' % self.rep, 90)
-        self.addDetail('flows', content.text_content(
-            '\n'.join(f.raw for f in found)))
+        found = flows_from_the_vm(self, 'inj', self.rep, mac)
         self.assertTrue(all(f.in_port == self.rep or f.touches(self.rep)
                             for f in found))
         self.assertEqual(set(), {f.dp for f in found} - {'tc', 'ovs'})
@@ -442,6 +424,35 @@ class TestOffload(base.BedTestCase):
         self.assertTrue(row['flows'])
         self.assertTrue(all(f['dp'] in ('tc', 'ovs') for f in row['flows']))
         self.assertIsNotNone(status)
+
+
+def flows_from_the_vm(test, prefix, rep, mac):
+    """Send frames from ``mac`` into ``rep`` until it has datapath flows.
+
+    Frames of the "VM": a veth pair ``<prefix>0``/``<prefix>1`` (removed
+    at ``test``'s clean-up) whose far end tc mirred redirects into the
+    representor, which has no receive path of its own. Returns the flows
+    (also the test's ``flows`` detail).
+    """
+    inner, outer = prefix + '0', prefix + '1'
+    run('ip', 'link', 'add', inner, 'type', 'veth', 'peer', outer)
+    test.addCleanup(run, 'ip', 'link', 'del', inner)
+    for dev in (inner, outer, rep):
+        run('ip', 'link', 'set', dev, 'up')
+    run('tc', 'qdisc', 'add', 'dev', outer, 'ingress')
+    run('tc', 'filter', 'add', 'dev', outer, 'ingress', 'matchall',
+        'action', 'mirred', 'ingress', 'redirect', 'dev', rep)
+    ctl = flows.control_socket()
+
+    def rep_flows():
+        # Keep traffic coming until the datapath has a flow for it.
+        send_frame(inner, mac)
+        return flows.representor_flows(ctl, rep)
+
+    found = wait_for(rep_flows, 'a datapath flow on %s' % rep, 90)
+    test.addDetail('flows', content.text_content(
+        '\n'.join(f.raw for f in found)))
+    return found
 
 
 def send_frame(ifname, src_mac):

@@ -405,25 +405,9 @@ class TestOvn(base.BedTestCase):
         self.assertEqual('geneve', tunnel.type)
         phase('Geneve tunnel')
 
-        # A frame from the "VM" through the representor, for its flows.
-        run('ip', 'link', 'add', 'ovninj0', 'type', 'veth', 'peer',
-            'ovninj1')
-        self.addCleanup(run, 'ip', 'link', 'del', 'ovninj0')
-        for dev in ('ovninj0', 'ovninj1', self.rep):
-            run('ip', 'link', 'set', dev, 'up')
-        run('tc', 'qdisc', 'add', 'dev', 'ovninj1', 'ingress')
-        run('tc', 'filter', 'add', 'dev', 'ovninj1', 'ingress', 'matchall',
-            'action', 'mirred', 'ingress', 'redirect', 'dev', self.rep)
-        ctl = flows.control_socket()
-
-        def rep_flows():
-            offload.send_frame('ovninj0', MAC)
-            return flows.representor_flows(ctl, self.rep)
-
-        found = offload.wait_for(rep_flows, 'a datapath flow', 90)
+        # Frames from the "VM" through the representor, for its flows.
+        offload.flows_from_the_vm(self, 'ovninj', self.rep, MAC)
         phase('datapath flows')
-        self.addDetail('flows', content.text_content(
-            '\n'.join(f.raw for f in found)))
 
         rows = self.status_ports()
         phase('status ports')

@@ -104,3 +104,34 @@ class TestStreams(base.TestCase):
         rc, out = self.run_main('show', '--env', 'functional')
         self.assertEqual((0, 'functional: 1 passed, 0 failed, 1 skipped\n'),
                          (rc, out))
+
+    def test_summary_ends_with_each_failure_then_the_totals(self):
+        tb = ''.join('  line %d\n' % i for i in range(30))
+        tb += 'AssertionError: 20 != 19\n'
+        with open(self.results / 'functional.subunit', 'wb') as f:
+            stream = subunit.StreamResultToBytes(f)
+            stream.status(test_id='a', test_status='success')
+            stream.status(test_id='b', test_status='fail',
+                          file_name='traceback', file_bytes=tb.encode(),
+                          mime_type='text/x-traceback; charset=utf8',
+                          eof=True)
+            stream.status(test_id='c', test_status='inprogress')
+        rc, out = self.run_main('summary')
+        self.assertEqual(1, rc)
+        lines = out.splitlines()
+        self.assertEqual('functional: 1 passed, 2 failed, 0 skipped',
+                         lines[0])
+        self.assertEqual('FAILED b:', lines[1])
+        # The end of the traceback, the assertion last.
+        self.assertEqual(['      line %d' % i for i in range(19, 30)]
+                         + ['    AssertionError: 20 != 19'], lines[2:14])
+        self.assertEqual(['FAILED c:', '    no outcome reported (inprogress)',
+                          '1 passed, 2 failed, 0 skipped'], lines[14:])
+
+    def test_summary_of_a_green_run_lists_no_failure(self):
+        with open(self.results / 'py3.subunit', 'wb') as f:
+            subunit.StreamResultToBytes(f).status(test_id='a',
+                                                  test_status='success')
+        self.assertEqual((0, 'py3: 1 passed, 0 failed, 0 skipped\n'
+                             '1 passed, 0 failed, 0 skipped\n'),
+                         self.run_main('summary'))
