@@ -204,6 +204,16 @@ class TestOffload(base.BedTestCase):
         self.netdevs = BedNetdevs(self.uplink)
         self.devlink = devlink.DevlinkClient()
         self.addCleanup(self.devlink.close)
+        self.addOnException(self._attach_netdevs)
+
+    def _attach_netdevs(self, exc_info):
+        """On failure, every netdev with its port name, and the eswitch."""
+        names = sorted(os.listdir('/sys/class/net'))
+        self.addDetail('netdevs', content.text_content(
+            'representor %s, uplink %s\n%s\n%s' % (
+                self.rep, self.uplink,
+                '\n'.join('%s %s' % (n, port_name(n)) for n in names),
+                run('devlink', 'dev', 'eswitch', 'show', HANDLE))))
 
     def vsctl(self, *args):
         # Test setup only (breaking and mending the host); the code under
