@@ -288,8 +288,8 @@ class TestOffload(base.BedTestCase):
     def test_hw_tc_offload_on_and_off(self):
         from pyroute2.ethtool import ioctl
 
-        def set_tc(on):
-            eth = ioctl.IoctlEthtool(self.rep)
+        def set_tc(on, ifname=None):
+            eth = ioctl.IoctlEthtool(ifname or self.rep)
             try:
                 features = eth.get_features()
                 features[netdev.HW_TC_OFFLOAD] = on
@@ -302,7 +302,11 @@ class TestOffload(base.BedTestCase):
         self.assertEqual(checks.Status.SUCCESS, checks.check_tc_offload(
             self.rep, self.netdevs, 'representor').status)
         set_tc(False)
-        self.addCleanup(set_tc, True)
+        # The representor as it is named then: a run saw the name found
+        # in setUp gone by the clean-up (ENODEV).
+        self.addCleanup(lambda: set_tc(True, wait_for(
+            lambda: find_netdev('pf0vf%d' % VF_INDEX),
+            'the representor of VF %d' % VF_INDEX)))
         self.assertFalse(self.netdevs.hw_tc_offload(self.rep))
         result = checks.check_tc_offload(self.rep, self.netdevs,
                                          'representor')
