@@ -123,6 +123,20 @@ class TestLiveMigrationWithTraffic(test_migration.MigrationBedTestCase):
                 ipxe_guest.console(serial)[-4000:])))
         return dom, serial
 
+    def assert_replies_crossed(self, text, t):
+        """``text`` shows replies, and device traffic ``t`` carried them.
+
+        Each ping: the request out and back, the reply out and back.
+        (Each message carries the counters: a bed run's log is read from
+        its tail, where the details may have scrolled away.)
+        """
+        answered = ipxe_guest.replies(text, ADDRESS)
+        self.assertTrue(answered, text[-2000:])
+        self.assertGreaterEqual(t.tx_packets, 2 * len(answered),
+                                'replies %r, %r' % (answered, t))
+        self.assertGreaterEqual(t.rx_packets, 2 * len(answered),
+                                'replies %r, %r' % (answered, t))
+
     def test_pings_cross_the_driver_built_migration(self):
         vif = migration_driver.nova_vif(PORT, test_migration.SOURCE_VF, MAC)
         iface = migration_driver.source_interface(self.src, self.instance,
@@ -136,13 +150,7 @@ class TestLiveMigrationWithTraffic(test_migration.MigrationBedTestCase):
         text = ipxe_guest.from_phase_1(rounds(serial, 1))
         t = self.client.get_traffic(src.name)
         self.addDetail('source traffic before', _text(repr(t)))
-        answered = ipxe_guest.replies(text, ADDRESS)
-        self.assertTrue(answered, text[-2000:])
-        # Each ping: the request out and back, the reply out and back.
-        self.assertGreaterEqual(t.tx_packets, 2 * len(answered),
-                                'replies %r, %r' % (answered, t))
-        self.assertGreaterEqual(t.rx_packets, 2 * len(answered),
-                                'replies %r, %r' % (answered, t))
+        self.assert_replies_crossed(text, t)
         self.assertEqual(NO_LOSS, losses(t), repr(t))
 
         # The destination's driver makes its device and the record.
@@ -228,21 +236,15 @@ class TestLiveMigrationWithTraffic(test_migration.MigrationBedTestCase):
         self.addDetail('traffic at the migration', _text(
             'source before the call: %r\ndestination after it: %r'
             % (t_src, t_stop)))
-        # Nothing lost before the migration was asked for, nor after it.
-        # (Each message carries the counters: a bed run's log is read
-        # from its tail, where the details may have scrolled away.)
+        # Nothing lost before the migration was asked for, nor after it
+        # (the messages carry the counters, as above).
         self.assertEqual(NO_LOSS, losses(t_src), 'source: %r' % (t_src,))
         self.assertEqual(NO_LOSS, tuple(
             a - b for a, b in zip(losses(t_dst), losses(t_stop))),
             'destination at the stop: %r, after: %r' % (t_stop, t_dst))
-        answered = ipxe_guest.replies(after, ADDRESS)
-        self.assertTrue(answered, after[-2000:])
         # Those frames went through the destination's device (the
         # source's QEMU had stopped for good).
-        self.assertGreaterEqual(t_dst.tx_packets, 2 * len(answered),
-                                'replies %r, %r' % (answered, t_dst))
-        self.assertGreaterEqual(t_dst.rx_packets, 2 * len(answered),
-                                'replies %r, %r' % (answered, t_dst))
+        self.assert_replies_crossed(after, t_dst)
         self.assertGreater(t_dst.tx_packets, t_stop.tx_packets,
                            'at the stop %r, after %r' % (t_stop, t_dst))
         # The source's QEMU is gone; the destination's holds only its own
