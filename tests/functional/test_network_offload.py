@@ -114,6 +114,26 @@ def set_mode(mode):
     run('devlink', 'dev', 'eswitch', 'set', HANDLE, 'mode', mode)
 
 
+def stable_names():
+    """(representor, uplink) when the same in two looks 2 s apart."""
+    def look():
+        return find_netdev('pf0vf%d' % VF_INDEX), find_uplink()
+    first = look()
+    time.sleep(2)
+    return first if None not in first and look() == first else None
+
+
+def switchdev_netdevs():
+    """Switchdev mode, then (representor of VF_INDEX, uplink).
+
+    A mode change recreates the uplink and the representors under new
+    ethN names (the bed has no udev to give stable ones), not all at
+    once: the names are taken once they hold still.
+    """
+    set_mode('switchdev')
+    return wait_for(stable_names, "netdevsim's netdevs", 90)
+
+
 class BedNetdevs(netdev.Netdevs):
     """The real netdevs; only the PCI walk of our made-up VF is supplied."""
 
@@ -194,13 +214,8 @@ class TestOffload(base.BedTestCase):
 
     def setUp(self):
         super().setUp()
-        set_mode('switchdev')
-        # Found again for every test: the bed has no udev to give stable
-        # names, and a mode change recreates the representors (and the
-        # uplink) under new ethN names.
-        self.rep = wait_for(lambda: find_netdev('pf0vf%d' % VF_INDEX),
-                            'the representor of VF %d' % VF_INDEX)
-        self.uplink = wait_for(find_uplink, 'the uplink netdev')
+        # Found again for every test: a test may change the mode.
+        self.rep, self.uplink = switchdev_netdevs()
         self.netdevs = BedNetdevs(self.uplink)
         self.devlink = devlink.DevlinkClient()
         self.addCleanup(self.devlink.close)
@@ -243,8 +258,7 @@ class TestOffload(base.BedTestCase):
         self.assertIn(VF_ADDRESS, e.message)
 
     def _restore_switchdev(self):
-        set_mode('switchdev')
-        wait_for(lambda: find_netdev('pf0vf%d' % VF_INDEX), 'representor')
+        switchdev_netdevs()
 
     def test_unknown_devlink_device(self):
         self.assertRaises(exception.DevlinkDeviceNotFound,
@@ -288,8 +302,8 @@ class TestOffload(base.BedTestCase):
     def test_hw_tc_offload_on_and_off(self):
         from pyroute2.ethtool import ioctl
 
-        def set_tc(on, ifname=None):
-            eth = ioctl.IoctlEthtool(ifname or self.rep)
+        def set_tc(on):
+            eth = ioctl.IoctlEthtool(self.rep)
             try:
                 features = eth.get_features()
                 features[netdev.HW_TC_OFFLOAD] = on
@@ -302,11 +316,7 @@ class TestOffload(base.BedTestCase):
         self.assertEqual(checks.Status.SUCCESS, checks.check_tc_offload(
             self.rep, self.netdevs, 'representor').status)
         set_tc(False)
-        # The representor as it is named then: a run saw the name found
-        # in setUp gone by the clean-up (ENODEV).
-        self.addCleanup(lambda: set_tc(True, wait_for(
-            lambda: find_netdev('pf0vf%d' % VF_INDEX),
-            'the representor of VF %d' % VF_INDEX)))
+        self.addCleanup(set_tc, True)
         self.assertFalse(self.netdevs.hw_tc_offload(self.rep))
         result = checks.check_tc_offload(self.rep, self.netdevs,
                                          'representor')
@@ -494,10 +504,7 @@ class TestStatusCheck(base.BedTestCase):
     def setUp(self):
         super().setUp()
         ensure_netdevsim()
-        set_mode('switchdev')
-        self.rep = wait_for(lambda: find_netdev('pf0vf%d' % VF_INDEX),
-                            'the representor')
-        self.uplink = wait_for(find_uplink, 'the uplink')
+        self.rep, self.uplink = switchdev_netdevs()
 
     def vsctl(self, *args):
         return run('ovs-vsctl', '--timeout=30', *args)

@@ -197,11 +197,7 @@ class TestOvn(base.BedTestCase):
         super().setUpClass()
         t0 = time.monotonic()
         offload.ensure_netdevsim()
-        offload.set_mode('switchdev')
-        # The mode change recreates the uplink and the representors under
-        # new names, not all at once: take the names once they hold still.
-        cls.rep, cls.uplink = offload.wait_for(stable_names,
-                                               'netdevsim\'s netdevs', 90)
+        cls.rep, cls.uplink = offload.switchdev_netdevs()
         for ifname in (cls.uplink, cls.rep):
             set_tc_offload(ifname, True)
         run('ip', 'addr', 'add', ENCAP_IP + '/24', 'dev', cls.uplink)
@@ -453,16 +449,6 @@ class TestOvn(base.BedTestCase):
                 return host.ports()
             finally:
                 host.close()
-
-
-def stable_names():
-    """(representor, uplink) when the same in two looks 2 s apart."""
-    def look():
-        return (offload.find_netdev('pf0vf%d' % offload.VF_INDEX),
-                offload.find_uplink())
-    first = look()
-    time.sleep(2)
-    return first if None not in first and look() == first else None
 
 
 def set_tc_offload(ifname, on):
