@@ -55,11 +55,12 @@ Decisions, and what the kernel does that they rest on:
   daemon reads itself is not read again here: a creation returns the new
   device as the kernel reports it, and a release leaves the lookup to the
   daemon's deletion job, which has the deletion's deadline and fails at
-  once while an earlier deletion is stuck. This needs
-  native threads (nova-compute's threading mode): under eventlet a request
-  asleep in the kernel stops every green thread. Seen on 6.12: the kernel
-  unlinks a device from ``/sys/bus/vdpa/devices`` before the removal
-  waits, so a device whose deletion is stuck already looks gone.
+  once while an earlier deletion is stuck. The reader is an OS thread in
+  both of nova-compute's concurrency modes (under eventlet a request
+  asleep in the kernel would otherwise stop every green thread). Seen on
+  6.12: the kernel unlinks a device from ``/sys/bus/vdpa/devices``
+  before the removal waits, so a device whose deletion is stuck already
+  looks gone.
 * **Opening nodes.** A ``/dev/vhost-vdpa-N`` node admits one opener
   (``vhost_vdpa_open`` sets an atomic ``opened`` flag; a second open gets
   EBUSY until the first closes), and libvirt opens it for QEMU after

@@ -25,6 +25,7 @@ import warnings
 
 from oslo_config import cfg
 
+from nova_vdpa.compute import releases
 from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
@@ -263,27 +264,28 @@ class Host:
                          for h in found) or None
 
     def concurrency(self) -> Outcome:
-        """nova-compute's concurrency mode, and whether we support it.
+        """nova-compute's concurrency mode; nova-vdpa runs in both.
 
-        As Nova 34.0.0's ``nova.monkey_patch.patch(backend='threading')``
-        decides it for nova-compute: ``OS_NOVA_DISABLE_EVENTLET_PATCHING``
-        in the running service's environment, else ``[DEFAULT]
-        concurrency_backend``, else native threads.
+        As Nova decides it for nova-compute:
+        ``OS_NOVA_DISABLE_EVENTLET_PATCHING`` in the running service's
+        environment, else ``[DEFAULT] concurrency_backend`` where Nova has
+        it, else the release's default
+        (:func:`nova_vdpa.compute.releases.default_mode`).
         """
         env, where = _compute_environment(self.sysfs.proc_root)
         backend = getattr(self.conf, 'concurrency_backend', 'auto')
         if env:
             native = env.lower() in ('1', 'true', 'yes')
             how = 'OS_NOVA_DISABLE_EVENTLET_PATCHING=%s in %s' % (env, where)
-        else:
-            native = backend != 'eventlet'
+        elif backend != 'auto':
+            native = backend == 'threading'
             how = '[DEFAULT] concurrency_backend = %s (%s)' % (backend, where)
-        if native:
-            return checks.Status.SUCCESS, 'native threads, supported: %s' \
-                % how
-        return (checks.Status.FAILURE, 'eventlet, not supported: a vdpa '
-                'kernel request asleep stops every green thread (%s); set '
-                'OS_NOVA_DISABLE_EVENTLET_PATCHING=1 for nova-compute' % how)
+        else:
+            version = _nova_version()
+            native = releases.default_mode(version) == 'threading'
+            how = 'the default of Nova %s (%s)' % (version or '?', where)
+        return checks.Status.SUCCESS, '%s (%s); nova-vdpa runs in both' % (
+            'native threads' if native else 'eventlet', how)
 
     def _devices(self) -> tuple[list[model.VdpaDevice],
                                 dict[str, model.DeviceConfig]]:
@@ -420,6 +422,14 @@ class Host:
                 out[name] = values or {
                     'unavailable': 'the driver reports no packet counters'}
         return out
+
+
+def _nova_version() -> str | None:
+    """This Python's Nova version, None without Nova."""
+    try:
+        return releases.installed()
+    except ImportError:
+        return None
 
 
 def _compute_environment(proc_root: str) -> tuple[str | None, str]:

@@ -43,8 +43,7 @@ from nova 34.0.0's ``LibvirtDriver`` (the one release it supports:
   failed (``rollback_live_migration_at_destination``, or the periodic
   update below), by migration (:mod:`nova_vdpa.compute.incoming`);
 * it registers the ``[nova_vdpa]`` options and, when it is constructed
-  (not when it is imported), refuses nova-compute's eventlet mode with one
-  ERROR line saying what to set, and refuses to start on an installation
+  (not when it is imported), refuses to start on an installation
   Nova's loader does not serve (:mod:`nova_vdpa.compute.install`), on a
   Nova release it does not support, or when a Nova internal it relies on
   changed (:mod:`nova_vdpa.compute.overrides`);
@@ -140,10 +139,7 @@ class LibvirtVdpaDriver(libvirt_driver.LibvirtDriver):
     """Nova's libvirt driver, creating a vDPA device per vdpa port."""
 
     def __init__(self, virtapi: ty.Any, read_only: bool = False) -> None:
-        # The release first: on a refused one (Nova 31 has no
-        # concurrency_mode_threading) the line says why.
         overrides.check_release()
-        overrides.check_concurrency_mode()
         vdpa_conf.register_opts(CONF)
         super().__init__(virtapi, read_only)
         found = install.layout()

@@ -31,8 +31,8 @@ the Nova release is one of :data:`SUPPORTED_NOVA`. Anything else stops
 nova-compute with one line naming the member and what changed, instead
 of an override that is never called or a behaviour that silently went.
 
-:func:`check_concurrency_mode` refuses, the same way, the one mode of
-Nova's we cannot run in: eventlet.
+nova-compute's concurrency mode is not checked: nova-vdpa runs in both
+(:mod:`nova_vdpa.kernel.native`).
 """
 
 import dataclasses
@@ -41,7 +41,6 @@ import inspect
 import re
 import typing as ty
 
-import nova.utils as nova_utils
 from oslo_log import log as logging
 
 from nova_vdpa.compute import releases
@@ -231,32 +230,6 @@ class NovaIncompatible(exception.NovaVdpaException):
                'checked against Nova %(release)s)')
 
 
-class EventletMode(exception.NovaVdpaException):
-    msg_fmt = ('nova-vdpa refuses to run in nova-compute\'s eventlet mode: '
-               'its kernel calls keep deadlines with native threads, and '
-               'under eventlet one call stuck in the kernel would freeze '
-               'every green thread of nova-compute; start nova-compute in '
-               'native threading mode (OS_NOVA_DISABLE_EVENTLET_PATCHING=1 '
-               'in its environment, or [DEFAULT] concurrency_backend = '
-               'threading)')
-
-
-def check_concurrency_mode() -> None:
-    """Refuse nova-compute's eventlet mode (one ERROR line, then raise).
-
-    Nova 34 runs nova-compute with native threads or, deprecated, under
-    eventlet's monkey patching (``nova.monkey_patch``), which turns every
-    thread into a green thread of one OS thread.
-
-    :raises: EventletMode
-    """
-    if nova_utils.concurrency_mode_threading():
-        return
-    error = EventletMode()
-    LOG.error('%s', error)
-    raise error
-
-
 def parameters(member: ty.Any) -> str:
     """A member's parameters as :data:`PRIVATE_NAMES` records them.
 
@@ -277,8 +250,7 @@ def _compact(text: str) -> str:
 
 def nova_version() -> str:
     """The installed Nova's version, as Nova reports it (pbr)."""
-    version = importlib.import_module('nova.version')
-    return str(version.version_info.version_string())
+    return releases.installed()
 
 
 def check_release(version: str | None = None) -> None:

@@ -60,6 +60,7 @@ on, which the override does not depend on.
 """
 
 import dataclasses
+import importlib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +118,33 @@ def refusal(version: str) -> str | None:
     :param version: Nova's version string, e.g. ``31.3.1``.
     """
     return REFUSED.get(version.split('.')[0])
+
+
+def installed() -> str:
+    """The installed Nova's version, as Nova reports it (pbr).
+
+    :raises: ImportError without Nova.
+    """
+    version = importlib.import_module('nova.version')
+    return str(version.version_info.version_string())
+
+
+#: the first Nova major version whose nova-compute runs native threads
+#: when nothing chooses a mode (``nova.monkey_patch.patch``'s default)
+NATIVE_BY_DEFAULT = 34
+
+
+def default_mode(version: str | None) -> str:
+    """nova-compute's concurrency mode when nothing chooses one.
+
+    :param version: Nova's version string, or None when unknown (taken
+        for a recent one).
+    :returns: ``threading`` (native threads) or ``eventlet``.
+    """
+    if version and version.split('.')[0].isdigit() and \
+            int(version.split('.')[0]) < NATIVE_BY_DEFAULT:
+        return 'eventlet'
+    return 'threading'
 
 
 def tested() -> str:

@@ -29,11 +29,11 @@ nova_vdpa.kernel are imported here.
 """
 
 import logging
-import threading
 from typing import Callable
 
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
+from nova_vdpa.kernel import native
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs as sysfs_mod
 from nova_vdpa.kernel import validate
@@ -129,7 +129,8 @@ def delete_device(sysfs: sysfs_mod.VdpaSysfs, name: str, *,
     """
     validate.existing_device_name(name)
     validate.timeout(timeout, name)
-    lock = threading.Lock()
+    # Shared with the worker's OS thread: a native lock.
+    lock = native.threading.Lock()
     # Set when the caller gives up: a lookup that answers late must not
     # go on to delete, when the name may belong to a new device.
     abandoned: list[bool] = []

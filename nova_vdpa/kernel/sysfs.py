@@ -49,10 +49,10 @@ import errno
 import fcntl
 import logging
 import os
-import threading
 import time
 
 from nova_vdpa import exception
+from nova_vdpa.kernel import native
 from nova_vdpa.kernel import validate
 from nova_vdpa.kernel import vhost
 
@@ -350,7 +350,7 @@ class VdpaSysfs:
             chardev = self.chardev(name)
         except exception.VdpaChardevNotFound:
             chardev = 'vhost-vdpa-*'
-        done = threading.Event()
+        done = native.threading.Event()
         failed: list[BaseException] = []
 
         def unbind() -> None:
@@ -361,9 +361,9 @@ class VdpaSysfs:
             finally:
                 done.set()
 
-        threading.Thread(target=unbind, daemon=True,
-                         name='vdpa-unbind').start()
-        if not done.wait(timeout):
+        native.threading.Thread(target=unbind, daemon=True,
+                                name='vdpa-unbind').start()
+        if not native.wait(done, timeout):
             raise exception.VdpaUnbindTimeout(
                 device=name, mgmtdev='-', driver=driver, timeout=timeout,
                 chardev=chardev)

@@ -36,19 +36,23 @@ makes creations and bindings fail fast too, instead of each waiting out
 its own deadline behind it. A call cancelled before it started never runs
 (the kernel may have changed meanwhile).
 
+The worker's thread is an OS thread in both of nova-compute's
+concurrency modes, and so is every lock and event it shares with its
+callers (:mod:`nova_vdpa.kernel.native`): under eventlet a caller is a
+green thread that waits for its call green, and a call asleep in the
+kernel stops no other green thread.
+
 Only the standard library (``logging``, never oslo.log) and
 nova_vdpa.kernel are imported here.
 """
 
 import atexit
-import concurrent.futures
 import logging
-import queue
-import threading
 import time
 from typing import Any, Callable
 
 from nova_vdpa import exception
+from nova_vdpa.kernel import native
 from nova_vdpa.kernel import netlink
 
 LOG = logging.getLogger(__name__)
@@ -57,14 +61,89 @@ ClientFactory = Callable[[], netlink.VdpaClient]
 #: builds the error a caller gets at its deadline
 ErrorFactory = Callable[[], exception.VdpaKernelError]
 
-_stuck_lock = threading.Lock()
+
+class CallTimeout(Exception):
+    """A :class:`Call`'s result was not there in time."""
+
+
+class CallCancelled(Exception):
+    """A :class:`Call` was cancelled before it started."""
+
+
+class Call:
+    """One job of a worker: queued, running, cancelled or done.
+
+    What a caller (any thread, green or not) and the worker's OS thread
+    share, so its lock and event are native ones. The subset of
+    ``concurrent.futures.Future`` the module needs, which that class cannot
+    give under eventlet: it would make its condition from the patched
+    ``threading``.
+    """
+
+    def __init__(self, fn: Callable[[netlink.VdpaClient], Any],
+                 device: str, what: str) -> None:
+        self.fn = fn
+        self.device = device
+        self.what = what
+        self._lock = native.threading.Lock()
+        self._ended = native.threading.Event()
+        self._state = 'queued'
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def start(self) -> bool:
+        """For the worker: mark it running, unless it was cancelled."""
+        with self._lock:
+            if self._state != 'queued':
+                return False
+            self._state = 'running'
+            return True
+
+    def finish(self, result: Any = None,
+               error: BaseException | None = None) -> None:
+        """For the worker: what it returned or raised."""
+        with self._lock:
+            self._state = 'done'
+            self._result, self._error = result, error
+        self._ended.set()
+
+    def cancel(self) -> bool:
+        """Never run it, unless it started; whether it will not run."""
+        with self._lock:
+            if self._state == 'queued':
+                self._state = 'cancelled'
+                self._ended.set()
+            return self._state == 'cancelled'
+
+    def cancelled(self) -> bool:
+        return self._state == 'cancelled'
+
+    def done(self) -> bool:
+        """Whether it ended: done or cancelled."""
+        return bool(self._ended.is_set())
+
+    def result(self, timeout: float | None = None) -> Any:
+        """What ``fn`` returned; raises what it raised.
+
+        :raises: CallTimeout when it has not ended within ``timeout``;
+            CallCancelled when it was cancelled.
+        """
+        if not native.wait(self._ended, timeout):
+            raise CallTimeout(self.what)
+        if self._state == 'cancelled':
+            raise CallCancelled(self.what)
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+_stuck_lock = native.threading.Lock()
 #: calls past their caller's deadline, still in the kernel: (call, the
 #: deadline it missed, what it was)
-_stuck: list[tuple['concurrent.futures.Future[Any]', float, str]] = []
+_stuck: list[tuple[Call, float, str]] = []
 
 
-def _note_stuck(call: 'concurrent.futures.Future[Any]', timeout: float,
-                what: str) -> None:
+def _note_stuck(call: Call, timeout: float, what: str) -> None:
     with _stuck_lock:
         _stuck.append((call, timeout, what))
     LOG.warning('A vdpa kernel call (%s) missed its %s s deadline and is '
@@ -129,32 +208,30 @@ class DeadlineWorker:
     def __init__(self, client_factory: ClientFactory,
                  name: str = 'vdpa-kernel') -> None:
         self._factory = client_factory
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._running: tuple[concurrent.futures.Future[Any], str] | None = \
-            None
-        self._thread = threading.Thread(target=self._serve, daemon=True,
-                                        name=name)
+        self._jobs: Any = native.queue.SimpleQueue()
+        self._lock = native.threading.Lock()
+        self._running: Call | None = None
+        self._thread = native.threading.Thread(target=self._serve,
+                                               daemon=True, name=name)
         self._thread.start()
 
     def _serve(self) -> None:
         client = None
         try:
             while True:
-                job = self._jobs.get()
+                job: Call | None = self._jobs.get()
                 if job is None:
                     return
-                future, fn, device, what = job
-                if not future.set_running_or_notify_cancel():
+                if not job.start():
                     continue  # cancelled while queued
                 with self._lock:
-                    self._running = (future, what)
+                    self._running = job
                 try:
                     if client is None:
-                        client = self._new_client(device)
-                    future.set_result(fn(client))
+                        client = self._new_client(job.device)
+                    job.finish(result=job.fn(client))
                 except BaseException as e:
-                    future.set_exception(e)
+                    job.finish(error=e)
                 finally:
                     with self._lock:
                         self._running = None
@@ -172,11 +249,11 @@ class DeadlineWorker:
             raise type(e)(**dict(e.kwargs, device=device)) from None
 
     def submit(self, fn: Callable[[netlink.VdpaClient], Any], device: str,
-               what: str) -> 'concurrent.futures.Future[Any]':
+               what: str) -> Call:
         """Queue ``fn(client)``, no deadline, no check (for tests, syncs)."""
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put((future, fn, device, what))
-        return future
+        job = Call(fn, device, what)
+        self._jobs.put(job)
+        return job
 
     def call(self, fn: Callable[[netlink.VdpaClient], Any], *,
              timeout: float, device: str, what: str, mgmtdev: str = '-',
@@ -195,19 +272,19 @@ class DeadlineWorker:
             what ``fn`` raises.
         """
         check_not_stuck(device, mgmtdev, what)
-        future = self.submit(fn, device, what)
+        job = self.submit(fn, device, what)
         try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
+            return job.result(timeout=timeout)
+        except CallTimeout:
             with self._lock:
                 # Not run later, against a kernel that changed meanwhile.
-                future.cancel()
+                job.cancel()
                 running = self._running
             error = on_timeout() if on_timeout is not None else \
                 exception.VdpaKernelTimeout(device=device, mgmtdev=mgmtdev,
                                             attribute=what, timeout=timeout)
             if running is not None:
-                _note_stuck(running[0], timeout, running[1])
+                _note_stuck(running, timeout, running.what)
             raise error from None
 
     def stop(self) -> None:
@@ -217,7 +294,7 @@ class DeadlineWorker:
 
 
 _shared: dict[tuple[str, Any], DeadlineWorker] = {}
-_shared_lock = threading.Lock()
+_shared_lock = native.threading.Lock()
 
 
 def shared(client_factory: ClientFactory, role: str) -> DeadlineWorker:

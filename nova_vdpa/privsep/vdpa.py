@@ -58,6 +58,7 @@ from nova_vdpa import conf as vdpa_conf
 from nova_vdpa import exception
 from nova_vdpa.kernel import lifecycle
 from nova_vdpa.kernel import model
+from nova_vdpa.kernel import native
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from nova_vdpa.kernel import validate
@@ -200,13 +201,14 @@ def check_ours_in_daemon(name: str, action: str,
     check_ours(name, client.get_device(name).mgmtdev, action)
 
 
-_room_locks: dict[str, threading.Lock] = {}
-_room_locks_guard = threading.Lock()
+# Taken on the kernel worker's OS thread: native locks.
+_room_locks: dict[str, Any] = {}
+_room_locks_guard = native.threading.Lock()
 
 
-def _room_lock(mgmtdev: str) -> threading.Lock:
+def _room_lock(mgmtdev: str) -> Any:
     with _room_locks_guard:
-        return _room_locks.setdefault(mgmtdev, threading.Lock())
+        return _room_locks.setdefault(mgmtdev, native.threading.Lock())
 
 
 def check_room(client: netlink.VdpaClient, name: str, mgmtdev: str) -> None:

@@ -20,14 +20,21 @@ On the real kernel, through a real privsep daemon:
   allocator's reads, from several threads at once, each end with a typed
   error; once the holder lets go, everything works again. Times are
   printed, not asserted.
+* the same stuck deletion in nova-compute's eventlet mode: a process
+  patched with eventlet before it imports nova_vdpa (tests/green_probe.py)
+  asks the kernel for the held device; its call ends typed at its
+  deadline, and another green thread ran while it waited.
 * a loop of opens of a guest's node, as libvirt does for QEMU, while the
   allocator creates, reads and releases other devices and reads the
   guest's device: no open fails with EBUSY.
 """
 
 import errno
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -83,6 +90,34 @@ class TestDeadlines(AllocatorBedTestCase):
             t.join(120)
         self.assertEqual([], [t for t in threads if t.is_alive()])
         return outcomes
+
+    def test_green_threads_run_while_a_call_is_stuck(self):
+        held = self.alloc.allocate(self.request(0))
+        close = self.hold(held.chardev)
+        self.addCleanup(close)
+        deleter = self.forced_deletion(held.name)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+        # The probe's worker thread stays in the kernel until the holder
+        # lets go, and the probe cannot exit before: read its line first.
+        probe = subprocess.Popen(
+            [sys.executable, '-m', 'tests.green_probe', '--device',
+             held.name, '--timeout', '3'], cwd=root, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(os.environ, PYTHONPATH=root, PYTHONWARNINGS='ignore'))
+        line = probe.stdout.readline()
+        close()
+        deleter.join(60)
+        self.assertFalse(deleter.is_alive())
+        out, err = probe.communicate(timeout=120)
+        self.addDetail('probe', content.text_content(line + out + err))
+        self.assertEqual(0, probe.returncode)
+        found = json.loads(line)
+        self.assertTrue(found['green'])
+        self.assertEqual('VdpaKernelTimeout', found['first']['outcome'])
+        # Another green thread ran while the call waited in the kernel.
+        self.assertGreater(found['first']['ticks'], 0)
+        self.assertEqual('VdpaKernelTimeout', found['second']['outcome'])
 
     def test_calls_end_typed_while_a_deletion_is_stuck(self):
         self.useFixture(fixtures.FakeLogger(name='oslo_privsep',

@@ -55,12 +55,12 @@ import dataclasses
 import errno
 import os
 import struct
-import threading
 
 import fixtures
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nova_vdpa.kernel import model
+from nova_vdpa.kernel import native
 from nova_vdpa.kernel import netlink
 from nova_vdpa.kernel import sysfs
 from nova_vdpa.kernel import vhost
@@ -154,9 +154,11 @@ class FakeKernel(fixtures.Fixture):
         self.drivers = list(drivers)  # registration order
         self.mgmtdevs = list(mgmtdevs or [vdpasim_net()])
         self.devices = {}
-        self.cond = threading.Condition()
+        # Taken by the kernel workers' OS threads, as in nova-compute's
+        # eventlet mode (nova_vdpa.kernel.native).
+        self.cond = native.threading.Condition()
         #: the kernel's vdpa_dev_lock, around every request
-        self.vdpa_lock = threading.Lock()
+        self.vdpa_lock = native.threading.Lock()
         self._clients = []
         #: replies as bytes, by (cmd, family id, attributes)
         self.wire_cache = {}

@@ -28,6 +28,7 @@ from nova_vdpa.cmd import host as host_mod
 from nova_vdpa.cmd import status
 from nova_vdpa.compute import install
 from nova_vdpa.compute import overrides
+from nova_vdpa.compute import releases
 from nova_vdpa import exception
 from nova_vdpa.kernel import model
 from nova_vdpa.kernel import netlink
@@ -399,22 +400,35 @@ class TestConcurrency(base.TestCase):
         self.compute('PATH=/bin', 'OS_NOVA_DISABLE_EVENTLET_PATCHING=1')
         code, text = self.host.concurrency()
         self.assertEqual(checks.Status.SUCCESS, code)
-        self.assertIn('native threads, supported', text)
+        self.assertIn('native threads', text)
         self.assertIn('pid 321', text)
 
-    def test_eventlet_is_not_supported(self):
+    def test_eventlet_is_supported_too(self):
         self.compute('OS_NOVA_DISABLE_EVENTLET_PATCHING=0')
         code, text = self.host.concurrency()
-        self.assertEqual(checks.Status.FAILURE, code)
-        self.assertIn('eventlet, not supported', text)
+        self.assertEqual(checks.Status.SUCCESS, code)
+        self.assertTrue(text.startswith('eventlet ('), text)
+        self.assertIn('nova-vdpa runs in both', text)
 
     def test_unset_follows_nova_conf(self):
         self.compute('PATH=/bin')
-        self.assertEqual(checks.Status.SUCCESS, self.host.concurrency()[0])
         self.conf.concurrency_backend = 'eventlet'
         code, text = self.host.concurrency()
-        self.assertEqual(checks.Status.FAILURE, code)
+        self.assertEqual(checks.Status.SUCCESS, code)
         self.assertIn('concurrency_backend = eventlet', text)
+        self.assertTrue(text.startswith('eventlet ('), text)
+
+    def test_auto_is_the_release_default(self):
+        self.compute('PATH=/bin')
+        for version, mode in (('34.0.0', 'native threads'),
+                              ('33.0.2', 'eventlet'),
+                              ('31.3.1', 'eventlet')):
+            with mock.patch.object(releases, 'installed',
+                                   return_value=version):
+                code, text = self.host.concurrency()
+            self.assertEqual(checks.Status.SUCCESS, code)
+            self.assertTrue(text.startswith(mode + ' ('), text)
+            self.assertIn('the default of Nova %s' % version, text)
 
 
 class TestTraffic(base.KernelTestCase):
