@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The Nova releases nova-vdpa runs on, and why not the others.
+"""The Nova releases nova-vdpa runs on.
 
 This module is the one place that knows Nova releases apart: nothing else
 compares versions. :mod:`nova_vdpa.compute.overrides` asks :func:`find`
@@ -18,45 +18,22 @@ and :func:`refusal` when the driver starts, and ``nova-vdpa-status check``
 shows the same. A release that needs different code gets it here, named
 after what differs, never as a version check in the driver.
 
-nova-vdpa runs nova-compute in native threading mode only (it refuses
-eventlet: ``overrides.check_concurrency_mode``), and a release is
-supported only once its own ``VDPAServersTest`` and our Nova-level tests
-pass against the driver in that mode, with the release's dependency
-versions (``tox -e nova-functional``, ``tools/constraints/``). What each
-earlier release did in those tests (:data:`REFUSED`):
-
-* Nova 31 (2025.1) has no native threading mode: no
-  ``nova.utils.concurrency_mode_threading``, and
-  ``OS_NOVA_DISABLE_EVENTLET_PATCHING`` is only a workaround for Sphinx.
-  162 of 162 tests failed on 31.3.1 (``AttributeError: module
-  'nova.utils' has no attribute 'concurrency_mode_threading'``).
-* Nova 32 (2025.2) calls native threading experimental, and there its
-  resource tracker cannot report to placement: ``copy.deepcopy`` of the
-  report client's provider tree raises ``TypeError: cannot pickle
-  '_thread.lock' object`` at every resource update (32.2.1 with
-  oslo.concurrency 7.2.0), so no PCI device reaches Nova
-  (``VDPAServersOnDemandTest.test_create_server``: ``5 != 0`` PCI devices);
-  115 of 162 tests failed.
-* Nova 33 (2026.1) calls native threading experimental, and its own
-  functional test framework does not run in it. Its notification fixture
-  finds a notification's test by walking eventlet's greenlets: every
-  server create fails with a 500 (``AttributeError: 'NoneType' object has
-  no attribute 'parent'`` in ``FakeVersionedNotifier.
-  _get_sender_test_case_id``); 115 of 162 tests failed on 33.0.2
-  (``tox -e nova-functional-2026.1``), among them ``VDPAServersOnDemandTest.
-  test_create_server``, ``LifecycleTest.test_boot`` and
-  ``LiveMigrationTest.test_live_migrate``. With that one fixture made to
-  skip the walk, as Nova 34 does in threading mode (an experiment, not
-  kept), tests still failed on its database fixture, which shares one
-  in-memory SQLite connection between threads (``sqlite3.OperationalError:
-  cannot start a transaction within a transaction``; Nova 34 added a
-  file-backed database and a writer lock for threads). Nothing shows
-  nova-vdpa working there, so it is not claimed.
+A release is supported once its own ``VDPAServersTest`` and our Nova-level
+tests pass against the driver with the release's dependency versions
+(``tools/constraints/<series>.txt``) in the concurrency mode nova-compute
+runs in by default on it: eventlet before Nova 34 (its tox env is
+``nova-functional-<series>``), native threads from 34 on
+(``nova-functional``; ``nova-functional-eventlet`` runs 34 under
+eventlet). nova-vdpa itself runs in both modes
+(:mod:`nova_vdpa.kernel.native`); :func:`default_mode` says which one a
+release picks when nothing chooses, for ``nova-vdpa-status check``.
 
 Every Nova internal listed in :mod:`~nova_vdpa.compute.overrides`
-(signatures and markers) reads the same in 32.2.1, 33.0.2 and 34.0.0;
+(signatures and markers) reads the same in 31.3.1, 32.2.1, 33.0.2 and
+34.0.0 (the driver checks them at start on each);
 ``LibvirtDriver._get_pci_passthrough_devices`` is cached only from 34.0.0
-on, which the override does not depend on.
+on, which the override does not depend on. So the driver's code is the
+same on each; only what :func:`default_mode` answers differs.
 """
 
 import dataclasses
@@ -80,20 +57,15 @@ class NovaRelease:
 
 #: Oldest first.
 SUPPORTED: tuple[NovaRelease, ...] = (
+    NovaRelease('2025.1', '31.3', '31.3.1'),
+    NovaRelease('2025.2', '32.2', '32.2.1'),
+    NovaRelease('2026.1', '33.0', '33.0.2'),
     NovaRelease('2026.2', '34.0', '34.0.0'),
 )
 
-#: Nova's major version -> why nova-vdpa refuses that release (one line).
-REFUSED: dict[str, str] = {
-    '31': 'Nova 31 (2025.1) runs nova-compute under eventlet only, which '
-          'nova-vdpa refuses',
-    '32': "Nova 32 (2025.2) cannot report a compute node's resources to "
-          'placement in native threading mode, the only one nova-vdpa runs '
-          "in (TypeError: cannot pickle '_thread.lock' object)",
-    '33': "Nova 33 (2026.1)'s own functional tests do not run in native "
-          'threading mode, the only one nova-vdpa runs in, so nova-vdpa '
-          'was not shown to work on it',
-}
+#: Nova's major version -> why nova-vdpa refuses that release (one line),
+#: for a release tried and found not to work; none today.
+REFUSED: dict[str, str] = {}
 
 
 def _series_key(version: str) -> str:

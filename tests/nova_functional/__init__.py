@@ -10,14 +10,17 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-# nova/tests/functional/__init__.py chooses the concurrency mode (eventlet
-# patching or native threads) before anything else is imported: ours import
-# nova's fixtures, so it must come first here too. tox.ini selects native
-# threads (OS_NOVA_DISABLE_EVENTLET_PATCHING=1), Nova's recommended mode and
-# the one our allocator's deadlines need.
+# Nova's test package chooses the concurrency mode (eventlet patching, or
+# native threads when OS_NOVA_DISABLE_EVENTLET_PATCHING is set) before
+# anything else is imported: nova/tests/functional/__init__.py does it from
+# Nova 33 on (and 31), nova/test.py in 32. Ours import Nova's fixtures, so
+# both come first here too. tox.ini's nova-functional runs native threads,
+# the envs of the releases before 34 (and nova-functional-eventlet) their
+# default, eventlet.
 import logging
 
 import nova.tests.functional  # noqa: F401
+import nova.test  # noqa: F401,H306
 
 # Nova's thread pools log their shutdown at INFO after a test's log capture
 # has ended, straight to the worker's stdout: keep that one logger quiet.

@@ -43,22 +43,29 @@ class TestFind(base.TestCase):
 
     def test_bug_fix_releases_of_a_supported_series(self):
         for version, series in (('34.0.0', '2026.2'), ('34.0.7', '2026.2'),
-                                ('34.0.1.dev4', '2026.2')):
+                                ('34.0.1.dev4', '2026.2'),
+                                ('33.0.2', '2026.1'), ('32.2.3', '2025.2'),
+                                ('31.3.1', '2025.1')):
             release = releases.find(version)
             self.assertIsNotNone(release, version)
             self.assertEqual(series, release.series)
 
     def test_other_releases(self):
-        for version in ('33.0.2', '34.1.0', '35.0.0', '3.0.0', '340.0.0',
-                        '32.2.1', '31.3.1', ''):
+        for version in ('33.1.0', '34.1.0', '35.0.0', '3.0.0', '340.0.0',
+                        '32.1.0', '31.2.0', '30.0.0', ''):
             self.assertIsNone(releases.find(version), version)
 
     def test_refusal_by_major_version(self):
-        self.assertIn('eventlet only', releases.refusal('31.0.0'))
-        self.assertIn('placement', releases.refusal('32.2.1'))
-        self.assertIn('functional tests', releases.refusal('33.0.2'))
+        self.patch(releases, 'REFUSED', {'30': 'Nova 30 lacks X'})
+        self.assertEqual('Nova 30 lacks X', releases.refusal('30.1.0'))
         self.assertIsNone(releases.refusal('35.0.0'))
         self.assertIsNone(releases.refusal('3.0.0'))
+
+    def test_default_mode(self):
+        for version, mode in (('31.3.1', 'eventlet'), ('33.0.2', 'eventlet'),
+                              ('34.0.0', 'threading'),
+                              ('35.0.0', 'threading'), (None, 'threading')):
+            self.assertEqual(mode, releases.default_mode(version), version)
 
     def test_supported_and_refused_do_not_overlap(self):
         for release in releases.SUPPORTED:
@@ -66,7 +73,7 @@ class TestFind(base.TestCase):
             self.assertEqual(release, releases.find(release.tested))
 
     def test_tested(self):
-        self.assertEqual('34.0.0', releases.tested())
+        self.assertEqual('31.3.1, 32.2.1, 33.0.2, 34.0.0', releases.tested())
 
 
 class TestTestedAsClaimed(base.TestCase):
