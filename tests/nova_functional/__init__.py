@@ -18,9 +18,32 @@
 # the envs of the releases before 34 (and nova-functional-eventlet) their
 # default, eventlet.
 import logging
+import warnings
 
-import nova.tests.functional  # noqa: F401
-import nova.test  # noqa: F401,H306
+# Nova 34 logs that eventlet mode is deprecated when it patches, before any
+# logging is set up (so to stderr, once per test process); the eventlet
+# envs run that mode on purpose.
+logging.getLogger('nova.monkey_patch').setLevel(logging.ERROR)
+
+import nova.tests.functional  # noqa: F401,E402
+import nova.test  # noqa: F401,E402,H306
+from nova.tests import fixtures as nova_fixtures  # noqa: E402,H306
+
+_nova_warnings_setup = nova_fixtures.WarningsFixture.setUp
+
+
+def _warnings_setup(self):
+    _nova_warnings_setup(self)
+    # Under eventlet, every compute service start runs `uptime` through
+    # processutils with a preexec_fn (Nova's LibvirtDriver.get_host_uptime),
+    # a fork, and eventlet warns at every fork: once per test that starts
+    # a compute, in every release's eventlet run. Nova's, not ours.
+    warnings.filterwarnings('ignore', message=r'Using fork\(\) is a bad idea',
+                            category=DeprecationWarning)
+
+
+# Nova's fixture sets the warning filters again in every test.
+nova_fixtures.WarningsFixture.setUp = _warnings_setup
 
 # Nova's thread pools log their shutdown at INFO after a test's log capture
 # has ended, straight to the worker's stdout: keep that one logger quiet.
