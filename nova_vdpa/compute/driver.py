@@ -14,7 +14,7 @@
 
 Load it with ``compute_driver = nova_vdpa.LibvirtVdpaDriver`` (nova's
 loader imports ``nova.virt.nova_vdpa``, a one-line re-export). It differs
-from nova 34.0.0's ``LibvirtDriver`` (the one release it supports:
+from Nova's ``LibvirtDriver`` (of the releases it supports:
 :mod:`nova_vdpa.compute.releases`) in these places only:
 
 * its VIF driver (:mod:`nova_vdpa.compute.vif`) creates the vDPA device of

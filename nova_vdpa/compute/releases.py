@@ -113,8 +113,8 @@ def default_mode(version: str | None) -> str:
         for a recent one).
     :returns: ``threading`` (native threads) or ``eventlet``.
     """
-    if version and version.split('.')[0].isdigit() and \
-            int(version.split('.')[0]) < NATIVE_BY_DEFAULT:
+    major = (version or '').split('.')[0]
+    if major.isdigit() and int(major) < NATIVE_BY_DEFAULT:
         return 'eventlet'
     return 'threading'
 

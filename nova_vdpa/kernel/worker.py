@@ -115,9 +115,6 @@ class Call:
                 self._ended.set()
             return self._state == 'cancelled'
 
-    def cancelled(self) -> bool:
-        return self._state == 'cancelled'
-
     def done(self) -> bool:
         """Whether it ended: done or cancelled."""
         return bool(self._ended.is_set())
@@ -139,23 +136,23 @@ class Call:
 
 _stuck_lock = native.threading.Lock()
 #: calls past their caller's deadline, still in the kernel: (call, the
-#: deadline it missed, what it was)
-_stuck: list[tuple[Call, float, str]] = []
+#: deadline it missed)
+_stuck: list[tuple[Call, float]] = []
 
 
-def _note_stuck(call: Call, timeout: float, what: str) -> None:
+def _note_stuck(call: Call, timeout: float) -> None:
     with _stuck_lock:
-        _stuck.append((call, timeout, what))
+        _stuck.append((call, timeout))
     LOG.warning('A vdpa kernel call (%s) missed its %s s deadline and is '
                 'still in the kernel: vdpa calls of this process fail at '
-                'once until it returns', what, timeout)
+                'once until it returns', call.what, timeout)
 
 
 def stuck() -> tuple[float, str] | None:
     """The deadline and name of a call still stuck in the kernel, if any."""
     with _stuck_lock:
         _stuck[:] = [s for s in _stuck if not s[0].done()]
-        return (_stuck[0][1], _stuck[0][2]) if _stuck else None
+        return (_stuck[0][1], _stuck[0][0].what) if _stuck else None
 
 
 def check_not_stuck(device: str, mgmtdev: str, what: str) -> None:
@@ -284,7 +281,7 @@ class DeadlineWorker:
                 exception.VdpaKernelTimeout(device=device, mgmtdev=mgmtdev,
                                             attribute=what, timeout=timeout)
             if running is not None:
-                _note_stuck(running, timeout, running.what)
+                _note_stuck(running, timeout)
             raise error from None
 
     def stop(self) -> None:
